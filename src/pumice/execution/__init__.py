@@ -1,0 +1,1 @@
+"""How plans run: the ledger and the runners."""

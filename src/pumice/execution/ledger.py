@@ -1,0 +1,79 @@
+"""The ledger: which tasks of a job have finished, kept beside the job's output.
+
+One small object per finished task under ``<destination>/.pumice/jobs/<job-id>/done/<stage>/``,
+so any number of workers on any store can record completion without sharing a file, and a rerun
+of the same command skips exactly the tasks that finished. ``job.json`` says whether the job is
+running, failed or complete, so a layer that was half written is never taken for a whole one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..storage import urls
+from ..storage.kv import KV, open_kv
+
+LEDGER_DIR = ".pumice/jobs"
+
+
+class Ledger:
+    def __init__(self, destination: str, job_id: str):
+        self.destination = urls.normalize(destination)
+        self.job_id = job_id
+        self.prefix = f"{LEDGER_DIR}/{job_id}/"
+
+    @property
+    def kv(self) -> KV:
+        return open_kv(self.destination)
+
+    def state(self) -> dict[str, Any] | None:
+        return self.kv.get_json(self.prefix + "job.json")
+
+    def begin(self, operation: str, params: dict[str, Any], stages: dict[str, int]) -> None:
+        previous = self.state() or {}
+        self.kv.put_json(
+            self.prefix + "job.json",
+            {
+                "operation": operation,
+                "params": params,
+                "stages": stages,
+                "status": "running",
+                "started": previous.get("started", _now()),
+                "updated": _now(),
+            },
+        )
+
+    def end(self, status: str) -> None:
+        state = self.state() or {}
+        state.update(status=status, updated=_now())
+        self.kv.put_json(self.prefix + "job.json", state)
+
+    def done(self, stage: str) -> set[str]:
+        prefix = f"{self.prefix}done/{stage}/"
+        return {key[len(prefix) :] for key in self.kv.list(prefix)}
+
+    def mark_done(self, stage: str, task_id: str) -> None:
+        self.kv.put(f"{self.prefix}done/{stage}/{task_id}", b"")
+
+    def clear(self) -> None:
+        self.kv.delete_prefix(self.prefix)
+
+
+def jobs(destination: str) -> list[dict[str, Any]]:
+    """Every job recorded at a destination, with its id and progress."""
+    kv = open_kv(urls.normalize(destination))
+    found = []
+    for key in kv.list(LEDGER_DIR + "/"):
+        if key.endswith("/job.json") and key.count("/") == 3:
+            state = kv.get_json(key) or {}
+            job_id = key.split("/")[2]
+            ledger = Ledger(destination, job_id)
+            state["id"] = job_id
+            state["done"] = {stage: len(ledger.done(stage)) for stage in state.get("stages", {})}
+            found.append(state)
+    return found
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

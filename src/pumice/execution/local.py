@@ -1,0 +1,209 @@
+"""The local runner: a plan's stages in order, each stage's tasks on a process pool.
+
+Tasks are submitted lazily with a bounded number in flight, so a plan of millions of tasks is
+never materialized. Each worker records a finished task in the ledger itself, right after the
+task's output is written, so a run killed at any moment loses at most the tasks in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from ..errors import PumiceError, RunFailed
+from ..plan import Plan, Stage, Task, task_from_json
+from .ledger import Ledger
+
+MAX_ATTEMPTS = 3  # for errors that are not the user's (I/O hiccups, a storage service refusing)
+
+
+@dataclass
+class StageReport:
+    name: str
+    total: int
+    ran: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    totals: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class RunReport:
+    operation: str
+    job_id: str
+    workers: int
+    stages: list[StageReport] = field(default_factory=list)
+    seconds: float = 0.0
+    peak_rss_bytes: int = 0
+
+    def total(self, key: str) -> float:
+        return sum(s.totals.get(key, 0) for s in self.stages)
+
+    @property
+    def ran(self) -> int:
+        return sum(s.ran for s in self.stages)
+
+    @property
+    def skipped(self) -> int:
+        return sum(s.skipped for s in self.stages)
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def execute_task(task_json: dict[str, Any], destination: str, job_id: str, stage: str) -> dict[str, Any]:
+    """Run one task and record it in the ledger: the unit every runner ships to a worker."""
+    task = task_from_json(task_json)
+    start = time.perf_counter()
+    summary = task.run() or {}
+    Ledger(destination, job_id).mark_done(stage, task.id)
+    return {
+        "summary": summary,
+        "seconds": time.perf_counter() - start,
+        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def _uses_memory_store(plan: Plan) -> bool:
+    return "memory://" in json.dumps(plan.params, default=str) or plan.destination.startswith("memory://")
+
+
+def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restart: bool = False) -> RunReport:
+    """Run every stage of ``plan``; skip tasks the ledger says are done; then ``plan.finish``."""
+    workers = max(1, workers or default_workers())
+    ledger = Ledger(plan.destination, plan.job_id)
+    if restart:
+        ledger.clear()
+    ledger.begin(plan.operation, plan.params, {s.name: s.count for s in plan.stages})
+    report = RunReport(plan.operation, plan.job_id, workers)
+    started = time.perf_counter()
+    executor = _executor(plan, workers)
+    try:
+        for stage in plan.stages:
+            report.stages.append(_run_stage(stage, plan, ledger, executor, workers, progress, report))
+    except BaseException:
+        ledger.end("failed")
+        raise
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+    if plan.finish is not None:
+        plan.finish()
+    ledger.end("complete")
+    report.seconds = time.perf_counter() - started
+    report.peak_rss_bytes = max(report.peak_rss_bytes, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return report
+
+
+def _executor(plan: Plan, workers: int) -> Executor | None:
+    if workers == 1:
+        return None  # in this process: simplest to debug, and what memory:// needs with one worker
+    if _uses_memory_store(plan):
+        return ThreadPoolExecutor(workers)  # memory:// lives in this process only
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _run_stage(stage: Stage, plan: Plan, ledger: Ledger, executor: Executor | None, workers: int,
+               progress: bool, report: RunReport) -> StageReport:
+    result = StageReport(stage.name, stage.count)
+    done = ledger.done(stage.name)
+    started = time.perf_counter()
+    bar = tqdm(total=stage.count, desc=f"{plan.operation}:{stage.name}" if len(plan.stages) > 1 else plan.operation,
+               unit="task", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=True)
+    attempts: dict[str, int] = {}
+    failures: list[tuple[Task, BaseException]] = []
+
+    def record(outcome: dict[str, Any]) -> None:
+        result.ran += 1
+        for key, value in outcome["summary"].items():
+            if isinstance(value, (int, float)):
+                result.totals[key] = result.totals.get(key, 0) + value
+        report.peak_rss_bytes = max(report.peak_rss_bytes, outcome["rss"])
+        bar.update(1)
+
+    def failed(task: Task, error: BaseException) -> bool:
+        """True if the task should be tried again."""
+        attempts[task.id] = attempts.get(task.id, 0) + 1
+        if isinstance(error, PumiceError) or attempts[task.id] >= MAX_ATTEMPTS:
+            failures.append((task, error))
+            return False
+        return True
+
+    try:
+        if executor is None:
+            for task in stage.tasks():
+                if task.id in done:
+                    result.skipped += 1
+                    bar.update(1)
+                    continue
+                while True:
+                    try:
+                        record(execute_task(task.to_json(), plan.destination, plan.job_id, stage.name))
+                        break
+                    except Exception as error:  # noqa: BLE001 - classified in failed()
+                        if not failed(task, error):
+                            break
+                if failures:
+                    break
+        else:
+            in_flight: dict[Future, Task] = {}
+            limit = workers * 2
+
+            def submit(task: Task) -> None:
+                future = executor.submit(execute_task, task.to_json(), plan.destination, plan.job_id, stage.name)
+                in_flight[future] = task
+
+            def drain(block_until: int) -> None:
+                while len(in_flight) > block_until:
+                    finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        task = in_flight.pop(future)
+                        error = future.exception()
+                        if error is None:
+                            record(future.result())
+                        elif failed(task, error) and not failures:
+                            submit(task)
+
+            for task in stage.tasks():
+                if task.id in done:
+                    result.skipped += 1
+                    bar.update(1)
+                    continue
+                submit(task)
+                drain(limit - 1)
+                if failures:
+                    break
+            drain(0)  # let tasks in flight finish, so the ledger holds everything that was written
+    finally:
+        bar.close()
+    result.seconds = time.perf_counter() - started
+    if failures:
+        raise _failure(stage, failures)
+    return result
+
+
+def _failure(stage: Stage, failures: list[tuple[Task, BaseException]]) -> PumiceError:
+    task, error = failures[0]
+    if isinstance(error, PumiceError):
+        return error  # the user's input is at fault: its own message says what to fix
+    where = "".join(traceback.format_exception(error))
+    failure = RunFailed(
+        f"{len(failures)} task(s) of stage {stage.name} failed after {MAX_ATTEMPTS} attempts; first: "
+        f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} — rerun the same command to resume"
+    )
+    failure.detail = where  # type: ignore[attr-defined]
+    return failure

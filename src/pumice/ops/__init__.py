@@ -1,0 +1,6 @@
+"""What Pumice does: one module per operation, each a planner plus its tasks.
+
+Importing this package registers every operation's tasks, so a worker can rebuild any task.
+"""
+
+from . import ingest  # noqa: F401

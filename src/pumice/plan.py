@@ -1,0 +1,93 @@
+"""The plan model: every operation is a planner that returns a Plan of Stages of Tasks.
+
+A Task is a frozen dataclass with JSON-plain fields and one method, ``run()``, which is
+idempotent and returns a small summary dict (numbers are summed into the run's report). Tasks
+are registered by name so any worker can rebuild one from JSON.
+
+This module sits at the bottom of the package (beside geometry) rather than in ``execution``,
+because ``ops`` builds plans and imports only downward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Iterator
+
+_REGISTRY: dict[str, type["Task"]] = {}
+
+
+def register(name: str) -> Callable[[type["Task"]], type["Task"]]:
+    """Class decorator: make a Task rebuildable from JSON under ``name``."""
+
+    def wrap(cls: type["Task"]) -> type["Task"]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"task name {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+@dataclass(frozen=True)
+class Task:
+    """Base of all tasks. Subclasses are frozen dataclasses decorated with ``@register``."""
+
+    name: ClassVar[str] = ""
+
+    def run(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": self.name, "args": dataclasses.asdict(self)}
+
+    @property
+    def id(self) -> str:
+        """Stable across processes and runs: a digest of the task's JSON."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def task_from_json(data: dict[str, Any]) -> Task:
+    name = data["task"]
+    if name not in _REGISTRY:
+        importlib.import_module("pumice.ops")  # registers every operation's tasks
+    cls = _REGISTRY[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    args = data["args"]
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items() if k in fields})
+
+
+@dataclass
+class Stage:
+    """Tasks that may run in any order and in parallel; the next stage starts after the last."""
+
+    name: str
+    make_tasks: Callable[[], Iterable[Task]]  # lazy: a plan of millions is never held at once
+    count: int
+
+    def tasks(self) -> Iterator[Task]:
+        return iter(self.make_tasks())
+
+
+@dataclass
+class Plan:
+    operation: str
+    destination: str  # a layer URL: the ledger and provenance live there
+    params: dict[str, Any]  # what makes two runs the same job
+    stages: list[Stage]
+    finish: Callable[[], None] | None = None
+    description: dict[str, Any] = field(default_factory=dict)  # shown by --dry-run and the summary
+
+    @property
+    def job_id(self) -> str:
+        text = json.dumps({"operation": self.operation, "params": self.params}, sort_keys=True, default=str)
+        return f"{self.operation}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+    @property
+    def task_count(self) -> int:
+        return sum(s.count for s in self.stages)

@@ -1,0 +1,1 @@
+"""Serving local layers over HTTP and opening them in Neuroglancer (`pumice view`)."""

@@ -1,0 +1,1 @@
+"""Where bytes live: URLs, small objects, the info model and layers."""

@@ -1,0 +1,85 @@
+"""Small objects (info, manifests, provenance, ledger entries) on TensorStore's KvStore."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+import tensorstore as ts
+
+from ..errors import LayerError
+from . import urls
+
+# One context per process, so every open of memory://x sees the same bytes and the cache is
+# shared. The cache is kept small: tasks stream through data once.
+_CONTEXT: ts.Context | None = None
+
+
+def context() -> ts.Context:
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = ts.Context({"cache_pool": {"total_bytes_limit": 64 * 1024 * 1024}})
+    return _CONTEXT
+
+
+class KV:
+    """Key-value access under one URL prefix. Keys are '/'-separated and relative."""
+
+    def __init__(self, url: str):
+        self.url = urls.normalize(url)
+        try:
+            self._store = ts.KvStore.open(urls.kvstore_spec(self.url), context=context()).result()
+        except ValueError as e:
+            raise LayerError(f"cannot open {urls.display(self.url)}: {_short(e)}") from None
+
+    def get(self, key: str) -> bytes | None:
+        result = self._store.read(key).result()
+        return bytes(result.value) if result.state == "value" else None
+
+    def get_json(self, key: str) -> Any:
+        data = self.get(key)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise LayerError(f"{urls.display(self.url)}/{key} is not valid JSON; fix or remove it") from None
+
+    def put(self, key: str, value: bytes) -> None:
+        if not urls.is_writable(self.url):
+            raise LayerError(f"{urls.display(self.url)} is read-only (http); write to a local path, gs:// or s3:// instead")
+        self._store.write(key, value).result()
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put(key, json.dumps(value, indent=2, sort_keys=False).encode() + b"\n")
+
+    def exists(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def delete(self, key: str) -> None:
+        self._store.delete_range(ts.KvStore.KeyRange(key, key + "\x00")).result()
+
+    def delete_prefix(self, prefix: str = "") -> None:
+        self._store.delete_range(_prefix_range(prefix)).result()
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Keys under ``prefix``, relative to this store, sorted."""
+        keys = self._store.list(_prefix_range(prefix)).result()
+        return sorted(k.decode() for k in keys)
+
+
+def _prefix_range(prefix: str) -> ts.KvStore.KeyRange:
+    if not prefix:
+        return ts.KvStore.KeyRange()
+    return ts.KvStore.KeyRange(prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:300]
+
+
+@lru_cache(maxsize=64)
+def open_kv(url: str) -> KV:
+    """Cached per process: tasks of one job reopen the same store many times."""
+    return KV(url)
