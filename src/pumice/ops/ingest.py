@@ -17,7 +17,7 @@ from ..errors import PumiceError, SourceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, grid_blocks, vec
 from ..plan import Plan, Stage, Task, register
 from ..storage import provenance, urls
-from ..storage.info import check_encoding, default_encoding, new_info
+from ..storage.info import check_encoding, default_encoding, new_info, write_unit
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
 from ..storage.sources import Source, open_source
@@ -93,8 +93,9 @@ def plan(
     encoding: str | None = None,
     sharded: bool = False,
     memory: int = DEFAULT_MEMORY,
+    dry_run: bool = False,
 ) -> tuple[Plan, list[str]]:
-    """Validate everything, write the destination's info, and return the plan and notes for the user."""
+    """Validate everything, write the destination's info (unless ``dry_run``), return the plan and notes."""
     notes: list[str] = []
     source = open_source(source_path, dataset, axes)
     dest = urls.normalize(dest)
@@ -119,10 +120,11 @@ def plan(
 
     info = new_info(layer_type=layer_type, dtype=dtype, num_channels=source.channels, size=source.shape,
                     resolution=resolution, voxel_offset=offset, chunk_size=chunk_size, encoding=encoding, sharded=sharded)
-    fresh = not Layer.exists(dest) and not open_kv(dest).list()
-    layer = Layer.create(dest, info)
-    bounds = layer.bounds(0)
-    unit = layer.write_block(0)
+    fresh = not Layer.check_compatible(dest, info) and not open_kv(dest).list()
+    if not dry_run:
+        Layer.create(dest, info)
+    bounds = info.scales[0].bounds
+    unit = write_unit(info.scales[0])
     # Source block, its transposed copy, the converted copy, and TensorStore's encode buffers.
     bytes_per_voxel = source.channels * (source.dtype.itemsize * 2 + np.dtype(dtype).itemsize * 2)
     block = choose_block(bounds, unit, bytes_per_voxel, memory, full_xy=source.full_xy)

@@ -235,3 +235,28 @@ def new_info(*, layer_type: str, dtype: str, num_channels: int, size: Sequence[i
         compressed_segmentation_block_size=(8, 8, 8) if encoding == "compressed_segmentation" else None,
     )
     return LayerInfo(layer_type, dtype, num_channels, (scale,))
+
+
+def write_unit(scale: Scale) -> Vec:
+    """The box that must be written whole: a chunk, or for sharded scales the box of one shard.
+
+    With identity hashing, a shard holds the chunks whose compressed Morton codes share their
+    high bits, so it is an aligned box of 2^k chunks per axis; the low preshift+minishard bits
+    of the code say how many of each axis's bits stay inside one shard.
+    """
+    if scale.sharding is None:
+        return scale.chunk_size
+    if scale.sharding.get("hash") != "identity":
+        return scale.size  # hashed shards scatter chunks: only the whole scale is safe
+    grid = [math.ceil(s / c) for s, c in zip(scale.size, scale.chunk_size)]
+    bits = [max(0, math.ceil(math.log2(g))) if g > 1 else 0 for g in grid]
+    inside = scale.sharding["preshift_bits"] + scale.sharding["minishard_bits"]
+    per_axis = [0, 0, 0]
+    level = 0
+    while inside > 0 and any(per_axis[d] < bits[d] for d in range(3)):
+        for d in range(3):
+            if inside > 0 and level < bits[d]:
+                per_axis[d] += 1
+                inside -= 1
+        level += 1
+    return vec([min(c * 2**k, c * g) for c, k, g in zip(scale.chunk_size, per_axis, grid)])

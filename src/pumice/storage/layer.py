@@ -14,7 +14,7 @@ import tensorstore as ts
 from ..errors import LayerError
 from ..geometry import Bbox, Vec, vec
 from . import urls
-from .info import LayerInfo
+from .info import LayerInfo, write_unit
 from .kv import KV, context, open_kv
 
 
@@ -41,6 +41,21 @@ class Layer:
         return open_kv(urls.normalize(url)).exists("info")
 
     @classmethod
+    def check_compatible(cls, url: str, info: LayerInfo) -> bool:
+        """Raise if a different layer is at ``url``; return whether any layer is there."""
+        url = urls.normalize(url)
+        existing = open_kv(url).get_json("info")
+        if existing is None:
+            return False
+        old = LayerInfo.from_json(existing, where=f"{urls.display(url)}/info")
+        problem = incompatibility(old, info)
+        if problem:
+            raise LayerError(
+                f"{urls.display(url)} already holds a different layer ({problem}); choose another destination or delete it first"
+            )
+        return True
+
+    @classmethod
     def create(cls, url: str, info: LayerInfo) -> "Layer":
         """Write ``info`` unless an equal one is there; an incompatible one is an error.
 
@@ -50,15 +65,8 @@ class Layer:
         if not urls.is_writable(url):
             raise LayerError(f"cannot write to {url}: http(s) locations are read-only")
         kv = open_kv(url)
-        existing = kv.get_json("info")
-        if existing is not None:
-            old = LayerInfo.from_json(existing, where=f"{urls.display(url)}/info")
-            problem = incompatibility(old, info)
-            if problem:
-                raise LayerError(
-                    f"{urls.display(url)} already holds a different layer ({problem}); choose another destination or delete it first"
-                )
-            return cls(url, old)
+        if cls.check_compatible(url, info):
+            return cls.open(url)
         try:
             kv.put_json("info", info.to_json())
         except (ValueError, OSError) as e:
@@ -82,8 +90,7 @@ class Layer:
 
     def write_block(self, mip: int = 0) -> Vec:
         """The unit that must be written whole: a chunk, or a shard's box for sharded scales."""
-        shape = self.store(mip).chunk_layout.write_chunk.shape
-        return vec(shape[:3])
+        return write_unit(self.info.scale(mip))
 
     # -- data ----------------------------------------------------------------------------------
     def store(self, mip: int = 0) -> ts.TensorStore:

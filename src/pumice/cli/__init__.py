@@ -1,0 +1,1 @@
+"""The command line: parse, build a plan, hand it to a runner, report."""

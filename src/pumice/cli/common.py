@@ -1,0 +1,112 @@
+"""What every verb shares: the one-line error parser, run options, running a plan, the summary."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from typing import Any
+
+from ..errors import PumiceError
+from ..execution import local
+from ..geometry import format_bytes, parse_bytes, parse_vec
+from ..plan import Plan
+from ..storage import urls
+from ..storage.kv import open_kv
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line naming the fix, like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise PumiceError(f"{message} (see {self.prog} --help)")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("running")
+    g.add_argument("--workers", type=int, default=None, metavar="N", help="parallel worker processes (default: all cores)")
+    g.add_argument("--memory", default="512MiB", metavar="SIZE",
+                   help="memory budget per task; block shapes follow from it (default 512MiB)")
+    g.add_argument("--dry-run", action="store_true", help="print the plan (tasks, block shape, memory per task, output scales) and stop")
+    g.add_argument("--restart", action="store_true", help="forget finished tasks of an earlier run of this command and redo them")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+
+
+def vec_arg(text: str | None, name: str, *, kind: type = int, positive: bool = False) -> tuple | None:
+    return None if text is None else parse_vec(text, name, kind=kind, positive=positive)
+
+
+def memory_arg(args: argparse.Namespace) -> int:
+    return parse_bytes(args.memory)
+
+
+def note(message: str) -> None:
+    print(f"pumice: {message}", file=sys.stderr)
+
+
+def execute(plan: Plan, notes: list[str], args: argparse.Namespace) -> local.RunReport | None:
+    """Dry-run or run a plan; print the summary; undo a fresh destination if the input was bad."""
+    for text in notes:
+        note(text)
+    if args.dry_run:
+        print_plan(plan)
+        return None
+    if args.workers is not None and args.workers < 1:
+        raise PumiceError(f"--workers must be at least 1, got {args.workers}")
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    try:
+        report = local.run(plan, workers=args.workers, progress=progress, restart=args.restart)
+    except PumiceError as e:
+        if e.exit_code == 2 and plan.description.get("fresh_destination"):
+            discard(plan.destination)
+            raise type(e)(f"{e} (nothing was kept at {urls.display(plan.destination)})") from None
+        raise
+    print(summary(plan, report))
+    return report
+
+
+def discard(url: str) -> None:
+    """Remove everything a run wrote to a destination that did not exist before it."""
+    open_kv(url).delete_prefix("")
+    path = urls.local_path(url)
+    if path is not None and path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def print_plan(plan: Plan) -> None:
+    d = plan.description
+    print(f"plan: {plan.operation} (job {plan.job_id})")
+    for key, value in d.items():
+        if key in ("fresh_destination",):
+            continue
+        if isinstance(value, list):
+            print(f"  {key.replace('_', ' ')}:")
+            for item in value:
+                print(f"    {item}")
+        else:
+            print(f"  {key.replace('_', ' ')}: {value}")
+    for stage in plan.stages:
+        print(f"  stage {stage.name}: {stage.count} task(s)")
+
+
+def summary(plan: Plan, report: local.RunReport) -> str:
+    total = sum(s.total for s in report.stages)
+    voxels = report.total("voxels")
+    parts = [f"{plan.operation} finished in {report.seconds:.1f} s: {total} task(s)"]
+    if report.skipped:
+        parts[-1] += f" ({report.ran} run, {report.skipped} already done by an earlier run)"
+    if voxels and report.ran:
+        rate = voxels / 1e6 / max(report.seconds, 1e-9)
+        parts.append(f"{voxels / 1e6:.1f} MVx at {rate:.1f} MVx/s with {report.workers} worker(s)")
+    if report.peak_rss_bytes:
+        parts.append(f"peak memory per worker {format_bytes(report.peak_rss_bytes)}")
+    where = urls.display(plan.destination)
+    text = "; ".join(parts) + f". Output: {where} — inspect with `pumice info {where}`, look with `pumice view {where}`."
+    if report.ran == 0 and total:
+        text += " Nothing to do: pass --restart to redo it."
+    return text
+
+
+def describe_vec(values: Any) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)

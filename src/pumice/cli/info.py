@@ -1,0 +1,76 @@
+"""pumice info PATH [--json]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..execution.ledger import jobs
+from ..storage import provenance, urls
+from ..storage.layer import Layer
+from .common import describe_vec
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe a Precomputed layer: type, scales, bounds, meshes, provenance, jobs")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def describe(path: str) -> dict[str, Any]:
+    layer = Layer.open(path)
+    info = layer.info
+    scales = []
+    for mip, s in enumerate(info.scales):
+        lo_nm = [o * r for o, r in zip(s.voxel_offset, s.resolution)]
+        hi_nm = [(o + n) * r for o, n, r in zip(s.voxel_offset, s.size, s.resolution)]
+        scales.append({
+            "mip": mip, "key": s.key, "size": list(s.size), "resolution": list(s.resolution),
+            "voxel_offset": list(s.voxel_offset), "chunk_size": list(s.chunk_size), "encoding": s.encoding,
+            "sharded": s.sharding is not None,
+            "bounds_voxels": s.bounds.to_list(), "bounds_nm": [*lo_nm, *hi_nm],
+        })
+    return {
+        "url": urls.display(layer.url),
+        "type": info.type,
+        "data_type": info.data_type,
+        "num_channels": info.num_channels,
+        "scales": scales,
+        "mesh": info.extra.get("mesh"),
+        "skeletons": info.extra.get("skeletons"),
+        "provenance": provenance.read(layer.url)["processing"],
+        "jobs": [{k: j.get(k) for k in ("id", "operation", "status", "stages", "done", "updated")} for j in jobs(layer.url)],
+    }
+
+
+def render(d: dict[str, Any]) -> str:
+    lines = [d["url"], f"  {d['type']} {d['data_type']}, {d['num_channels']} channel(s), {len(d['scales'])} scale(s)"]
+    for s in d["scales"]:
+        lines.append(
+            f"  mip {s['mip']} {s['key']:>10}: size {describe_vec(s['size'])}  chunk {describe_vec(s['chunk_size'])}  "
+            f"{s['encoding']}{'  sharded' if s['sharded'] else ''}"
+        )
+        b, n = s["bounds_voxels"], s["bounds_nm"]
+        lines.append(f"      bounds {describe_vec(b[:3])} - {describe_vec(b[3:])} voxels = "
+                     f"{describe_vec(n[:3])} - {describe_vec(n[3:])} nm")
+    lines.append(f"  meshes: {d['mesh'] or 'none'}   skeletons: {d['skeletons'] or 'none'}")
+    lines.append(f"  provenance: {len(d['provenance'])} entr{'y' if len(d['provenance']) == 1 else 'ies'}")
+    for entry in d["provenance"]:
+        method = entry.get("method", {})
+        lines.append(f"    {entry.get('date', '?')}  {method.get('task', '?')}"
+                     f"{' from ' + str(method['source']) if method.get('source') else ''}  ({entry.get('by', '?')})")
+    for job in d["jobs"]:
+        done = sum((job.get("done") or {}).values())
+        total = sum((job.get("stages") or {}).values())
+        if job.get("status") != "complete":
+            lines.append(f"  INCOMPLETE: job {job['id']} ({job.get('operation')}) has {done}/{total} tasks done, "
+                         f"status {job.get('status')}; rerun its command to finish")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    d = describe(args.path)
+    print(json.dumps(d, indent=2) if args.json else render(d))
+    return 0

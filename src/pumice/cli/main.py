@@ -1,0 +1,59 @@
+"""pumice VERB ...: the entry point. Errors are one line; --debug shows the traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from .. import __version__
+from ..errors import PumiceError
+from .common import Parser
+
+
+def build_parser() -> Parser:
+    from . import demo, info, ingest, view
+
+    parser = Parser(prog="pumice", description="Pumice: EM volumes -> Neuroglancer Precomputed layers, on a laptop or a cluster.")
+    parser.add_argument("--version", action="version", version=f"pumice {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--s3-endpoint", metavar="URL", help="endpoint of an S3-compatible store (or set AWS_ENDPOINT_URL)")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    for module in (ingest, info, view, demo):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.s3_endpoint:
+            os.environ["PUMICE_S3_ENDPOINT"] = args.s3_endpoint
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    except PumiceError as e:
+        if debug:
+            traceback.print_exc()
+            detail = getattr(e, "detail", None)
+            if detail:
+                print(detail, file=sys.stderr)
+        print(f"pumice: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("pumice: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - anything else is our bug or the environment's
+        if debug:
+            traceback.print_exc()
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"pumice: error: unexpected {type(e).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
