@@ -23,8 +23,14 @@ def cli(capsys):
     return run
 
 
-def shared_data(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent (real sample data lives in ../shared/data)")
-    return path
+@pytest.fixture
+def shared_data():
+    """``shared_data(name)``: a file of ../shared/data, or skip the test when it is absent."""
+
+    def find(name: str) -> Path:
+        path = SHARED_DATA / name
+        if not path.exists():
+            pytest.skip(f"{path} is absent (real sample data lives in ../shared/data)")
+        return path
+
+    return find
