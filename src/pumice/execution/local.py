@@ -84,7 +84,8 @@ def _uses_memory_store(plan: Plan) -> bool:
 
 def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restart: bool = False) -> RunReport:
     """Run every stage of ``plan``; skip tasks the ledger says are done; then ``plan.finish``."""
-    workers = max(1, workers or default_workers())
+    # No more workers than the largest stage has tasks: a one-task plan needs no pool to start.
+    workers = max(1, min(workers or default_workers(), max((s.count for s in plan.stages), default=1)))
     ledger = Ledger(plan.destination, plan.job_id)
     if restart:
         ledger.clear()

@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+import h5py
+from cloudvolume import CloudVolume
+
+from pumice.sample import make_em_sample
+from pumice.cli.demo import SAMPLE_SHAPE_ZYX
+
+
+def test_info_human_and_json(tmp_path, cli):
+    data = np.arange(5 * 6 * 7, dtype=np.uint16).reshape(5, 6, 7)
+    np.save(tmp_path / "a.npy", data)
+    code, _, err = cli("ingest", tmp_path / "a.npy", tmp_path / "l", "--resolution", "4,4,40", "--offset", "1,2,3")
+    assert code == 0, err
+    code, out, _ = cli("info", tmp_path / "l")
+    assert code == 0
+    assert "image uint16, 1 channel(s), 1 scale(s)" in out
+    assert "size 7,6,5" in out and "bounds 1,2,3 - 8,8,8 voxels = 4,8,120 - 32,32,320 nm" in out
+    assert "ingest from" in out and "INCOMPLETE" not in out
+    code, out, _ = cli("info", tmp_path / "l", "--json")
+    d = json.loads(out)
+    assert d["scales"][0]["bounds_nm"] == [4, 8, 120, 32, 32, 320]
+    assert d["jobs"][0]["status"] == "complete" and d["provenance"][0]["method"]["task"] == "ingest"
+
+
+def test_info_reports_an_unfinished_job(tmp_path, cli):
+    np.save(tmp_path / "a.npy", np.zeros((8, 8, 8), np.uint8))
+    cli("ingest", tmp_path / "a.npy", tmp_path / "l", "--resolution", "1,1,1", "--chunk-size", "4,4,4", "--memory", "100")
+    job = next((tmp_path / "l" / ".pumice" / "jobs").iterdir())
+    state = json.loads((job / "job.json").read_text())
+    (job / "job.json").write_text(json.dumps(state | {"status": "running"}))
+    for marker in list((job / "done" / "ingest").iterdir())[:3]:
+        marker.unlink()
+    code, out, _ = cli("info", tmp_path / "l")
+    assert code == 0 and "INCOMPLETE" in out and "5/8 tasks done" in out
+
+
+def test_info_on_a_non_layer_is_a_clear_error(tmp_path, cli):
+    code, out, err = cli("info", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "no Precomputed layer" in err
+
+
+def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
+    code, out, err = cli("demo", tmp_path / "demo", "--workers", "2")
+    assert code == 0, err
+    assert "pumice view" in out and "demo finished" in out
+    image, labels = make_em_sample(SAMPLE_SHAPE_ZYX, seed=0)
+    em = CloudVolume(f"file://{tmp_path}/demo/em")
+    seg = CloudVolume(f"file://{tmp_path}/demo/segmentation")
+    assert em.layer_type == "image" and seg.layer_type == "segmentation"
+    np.testing.assert_array_equal(em[:, :, :][..., 0], image.transpose(2, 1, 0))
+    np.testing.assert_array_equal(seg[:, :, :][..., 0], labels.transpose(2, 1, 0))
+    with h5py.File(tmp_path / "demo" / "sources" / "labels.h5") as f:
+        assert f["labels"].shape == SAMPLE_SHAPE_ZYX
+    # Deterministic: a second run in the same folder gives the same bytes.
+    before = {p.name: p.read_bytes() for p in (tmp_path / "demo" / "em" / "8_8_8").iterdir()}
+    assert cli("demo", tmp_path / "demo")[0] == 0
+    after = {p.name: p.read_bytes() for p in (tmp_path / "demo" / "em" / "8_8_8").iterdir()}
+    assert before == after
