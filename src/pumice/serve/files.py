@@ -78,6 +78,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     server_version = "pumice-serve"
     protocol_version = "HTTP/1.1"  # keep-alive: Neuroglancer issues many small requests
+    # Headers and body go out in separate writes; with Nagle's algorithm on, each keep-alive
+    # response then waits for the client's delayed ACK (~40 ms per chunk request).
+    disable_nagle_algorithm = True
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -275,8 +278,9 @@ class LayerFileServer:
             host = f"[{host}]"
         self._server = server
         self._base_url = f"http://{host}:{port}"
+        # A short poll interval keeps stop() quick (shutdown waits for the next poll).
         self._thread = threading.Thread(
-            target=server.serve_forever, name="pumice-layer-files", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="pumice-layer-files", daemon=True
         )
         self._thread.start()
         return self._base_url

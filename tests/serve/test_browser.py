@@ -1,0 +1,371 @@
+"""The real Neuroglancer client, in headless Chromium, shows our layers voxel for voxel.
+
+How the screenshots are made pixel-exact (found by experiment with Neuroglancer 2.41.2 on
+SwiftShader; keep these when changing the test):
+
+* One 'xy' panel, ``crossSectionScale = 1`` with the display dimensions equal to the voxel size
+  (4, 4, 40 nm): one screen pixel per voxel.
+* The canvas size must be EVEN and the x/y position an integer (a voxel edge): the panel centre
+  lies on a pixel edge, so voxel edges fall on pixel edges and every pixel centre samples a voxel
+  centre. An odd canvas size, or x/y at a voxel centre (n + 0.5), puts pixel centres exactly on
+  voxel edges and the picture comes out shifted by one voxel in places (~95% of pixels differ).
+  A quarter-voxel offset is still exact, so the rule is "not on a half".
+* z = offset + k + 0.5 picks array slice k. Neuroglancer positions are in the layer's global
+  voxel coordinates, i.e. they include ``voxel_offset``.
+* The default image shader normalises by a data range guessed from a histogram; a shader that
+  emits ``toNormalized(getDataValue())`` gives back the stored uint8 exactly. Image layers
+  default to opacity 0.5: set 1.
+* ``viewer.screenshot(size=...)`` hides the UI controls and panel borders; axis lines, the
+  scale bar, default annotations, the layer side panel and statistics are switched off in the
+  state. A magenta cross-section background (never a grey value) marks where no data is drawn, so
+  the slice is found as the bounding box of non-magenta pixels.
+* Segmentation: ``selectedAlpha = 1`` and fixed ``segmentColors`` give exactly those colours
+  on the selected segments; unselected segments (``notSelectedAlpha`` 0) and segment 0 show the
+  background. TensorStore does not write all-zero chunks, so the client gets some 404s (fine:
+  missing chunks read as zero).
+* Under those rules no interpolation appears at the borders either: the whole slice is compared.
+* ``viewer.screenshot`` blocks until a client renders with all chunks loaded, and forever if
+  none does: it runs in a daemon thread while the Playwright page is pumped, with a deadline.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import neuroglancer
+import numpy as np
+import pytest
+
+from pumice.cli.view import serve
+from pumice.serve.viewer import precomputed_source, select_segments, start_viewer
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+SIZE = (96, 80, 12)  # x, y, z: non-cubic, not a multiple of the chunk size in y
+OFFSET = (3, 5, 2)
+RESOLUTION = (4, 4, 40)
+CHUNK = (32, 32, 4)
+CANVAS = (128, 112)  # even (see above) and larger than the slice, leaving a background margin
+BACKGROUND = (255, 0, 255)
+SHOWN = {1: (255, 0, 0), 2: (0, 255, 0), 300000: (0, 0, 255)}  # selected segments and colours
+HIDDEN = 7  # labelled but not selected
+SCREENSHOT_TIMEOUT = 30.0
+# The same image three ways: plain chunk files, sharded (Range requests), chunk files as .gz.
+IMAGE_LAYERS = ("image", "image_sharded", "image_gz")
+
+
+def make_layers(root: Path) -> dict[str, Any]:
+    """Ingest the image (plain and sharded) and the segmentation with ``pumice ingest``.
+
+    The sources are Z, Y, X .npy files, as a user would bring them.
+    """
+    from pumice.cli.main import main
+
+    rng = np.random.default_rng(1234)
+    # Random grey values: any shift, flip or transposition of the rendering shows up.
+    image = rng.integers(0, 256, size=SIZE, dtype=np.uint8)
+    labels = np.zeros(SIZE, dtype=np.uint32)
+    labels[10:30, 10:40, :] = 1
+    labels[50:80, 20:60, :] = 2
+    labels[40:48, 60:75, :] = HIDDEN
+    labels[5:20, 50:70, 6:] = 300000  # only in the upper z slices
+    np.save(root / "image.npy", image.transpose(2, 1, 0))
+    np.save(root / "labels.npy", labels.transpose(2, 1, 0))
+    common = ["--resolution", ",".join(map(str, RESOLUTION)), "--offset", ",".join(map(str, OFFSET)),
+              "--chunk-size", ",".join(map(str, CHUNK)), "--no-progress", "--workers", "1"]
+    assert main(["ingest", str(root / "image.npy"), str(root / "image"), *common]) == 0
+    # Sharded: the client then reads chunks with HTTP Range requests.
+    assert main(["ingest", str(root / "image.npy"), str(root / "image_sharded"), "--sharded", *common]) == 0
+    assert main(["ingest", str(root / "labels.npy"), str(root / "labels"), *common]) == 0  # compressed_segmentation
+    return {
+        "dirs": {name: root / name for name in ("image", "image_sharded", "labels")},
+        "image": image,
+        "labels": labels,
+    }
+
+
+def gzip_copy(src: Path, dst: Path) -> Path:
+    """Copy a layer with every chunk file stored as ``<name>.gz``, as CloudVolume may write it."""
+    for path in src.rglob("*"):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.name == "info":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.with_name(target.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+    return dst
+
+
+# --------------------------------------------------------------------------------------------
+# start_viewer's state (no browser needed)
+
+
+def test_precomputed_source() -> None:
+    assert precomputed_source("http://h:1/a/") == "precomputed://http://h:1/a"
+    assert precomputed_source("precomputed://gs://b/l") == "precomputed://gs://b/l"
+
+
+def test_start_viewer_state() -> None:
+    viewer, url = start_viewer(
+        [("em", "http://127.0.0.1:9/em", "image"), ("seg", "s3://bucket/seg/", "segmentation")],
+        segments={"seg": [3, 5]},
+    )
+    assert url.startswith("http://127.0.0.1:") and "/v/" in url
+    state = viewer.state
+    assert state.layout.type == "xy-3d"
+    assert [layer.name for layer in state.layers] == ["em", "seg"]
+    assert state.layers["em"].type == "image"
+    assert state.layers["em"].source[0].url == "precomputed://http://127.0.0.1:9/em"
+    assert state.layers["seg"].type == "segmentation"
+    assert state.layers["seg"].source[0].url == "precomputed://s3://bucket/seg"
+    assert sorted(int(s) for s in state.layers["seg"].segments) == [3, 5]
+    select_segments(viewer, "seg", [9])
+    assert [int(s) for s in viewer.state.layers["seg"].segments] == [9]
+    with pytest.raises(ValueError):
+        select_segments(viewer, "em", [1])
+
+
+def test_start_viewer_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        start_viewer([("a", "http://x/a", "mesh")])
+    with pytest.raises(ValueError):
+        start_viewer([("a", "http://x/a", "image"), ("a", "http://x/b", "image")])
+    with pytest.raises(ValueError):
+        start_viewer([("a", "http://x/a", "image")], segments={"a": [1]})
+
+
+# --------------------------------------------------------------------------------------------
+# The browser
+
+
+@dataclass
+class Session:
+    viewer: neuroglancer.Viewer
+    page: Any  # playwright.sync_api.Page (playwright may be absent)
+    responses: list[tuple[str, int, dict[str, str], dict[str, str]]]  # url, status, headers
+
+
+@pytest.fixture(scope="module")
+def layers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    made = make_layers(tmp_path_factory.mktemp("layers"))
+    made["dirs"]["image_gz"] = gzip_copy(made["dirs"]["image"], tmp_path_factory.mktemp("gz") / "image_gz")
+    return made
+
+
+@pytest.fixture(scope="module")
+def browser_viewer(layers: dict[str, Any]) -> Iterator[Session]:
+    """A viewer over the served layers with a headless Chromium page connected to it."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.skip(f"playwright not importable: {exc}")
+
+    try:
+        # What `pumice view IMAGE... LABELS` sets up, with the test's initial segments and layout.
+        served = serve([str(layers["dirs"][name]) for name in (*IMAGE_LAYERS, "labels")],
+                       segments={"labels": list(SHOWN)}, layout="xy")
+        with served.server as files:
+            viewer, url = served.viewer, served.url
+            assert [t for _, _, t in served.sources] == ["image"] * 3 + ["segmentation"]
+            with viewer.txn() as s:
+                s.dimensions = neuroglancer.CoordinateSpace(
+                    names=["x", "y", "z"], units="nm", scales=list(RESOLUTION)
+                )
+                s.cross_section_scale = 1  # one screen pixel per display unit = per voxel
+                s.show_axis_lines = False
+                s.show_scale_bar = False
+                s.show_default_annotations = False
+                s.cross_section_background_color = "#%02x%02x%02x" % BACKGROUND
+                s.selected_layer.visible = False
+                s.statistics.visible = False
+                for name in IMAGE_LAYERS:
+                    image = s.layers[name]
+                    image.opacity = 1.0
+                    image.shader = "void main() { emitGrayscale(toNormalized(getDataValue())); }"
+                seg = s.layers["labels"]
+                seg.selected_alpha = 1.0
+                seg.not_selected_alpha = 0.0
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page(viewport={"width": 800, "height": 600})
+                    session = Session(viewer, page, [])
+
+                    def record(response: Any) -> None:
+                        # What the client fetched from our file server, for the tests to check.
+                        if response.url.startswith(files.base_url):
+                            session.responses.append(
+                                (response.url, response.status, response.request.headers, response.headers)
+                            )
+
+                    page.on("response", record)
+                    page.goto(url, timeout=30_000)
+                    yield session
+                finally:
+                    browser.close()
+    finally:
+        # Neuroglancer's server is per process; do not leave it to later test modules.
+        neuroglancer.stop()
+
+
+def screenshot(viewer: neuroglancer.Viewer, page: Any) -> np.ndarray:
+    """Screenshot of the canvas as an (h, w, 4) uint8 array, with a deadline."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(viewer.screenshot(size=list(CANVAS)))
+        except BaseException as exc:  # noqa: BLE001 - reported in the test thread
+            errors.append(exc)
+
+    # A daemon thread: viewer.screenshot can block forever, and must not hold up exit.
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SCREENSHOT_TIMEOUT
+    while thread.is_alive() and time.monotonic() < deadline:
+        page.wait_for_timeout(50)  # keeps Playwright's event loop turning meanwhile
+    if errors:
+        raise errors[0]
+    if not result:
+        pytest.fail(f"no screenshot from Neuroglancer within {SCREENSHOT_TIMEOUT} s")
+    pixels = result[0].screenshot.image_pixels
+    assert pixels.shape == (CANVAS[1], CANVAS[0], 4)
+    return pixels
+
+
+def show_slice(viewer: neuroglancer.Viewer, z_index: int, visible: str) -> None:
+    """Show array slice ``z_index`` of one layer, the volume's x/y centre at the panel centre."""
+    with viewer.txn() as s:
+        # Integer x/y (voxel edges) and z at a voxel centre: see the module docstring.
+        s.position = [OFFSET[0] + SIZE[0] // 2, OFFSET[1] + SIZE[1] // 2, OFFSET[2] + z_index + 0.5]
+        for layer in s.layers:
+            layer.visible = layer.name == visible
+
+
+def find_slice(pixels: np.ndarray) -> tuple[slice, slice]:
+    """Bounding box of everything that is not background, as (rows, columns)."""
+    drawn = np.any(pixels[..., :3] != BACKGROUND, axis=-1)
+    assert drawn.any(), "nothing but background on screen"
+    rows, cols = np.nonzero(drawn)
+    return slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1)
+
+
+def expected_box() -> tuple[slice, slice]:
+    top = CANVAS[1] // 2 - SIZE[1] // 2
+    left = CANVAS[0] // 2 - SIZE[0] // 2
+    return slice(top, top + SIZE[1]), slice(left, left + SIZE[0])
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    ("layer", "z_index"),
+    # first slice, mid-chunk, last slice; the other storage forms on one slice each
+    [("image", 0), ("image", 5), ("image", 11), ("image_sharded", 6), ("image_gz", 9)],
+)
+def test_image_slice_pixel_exact(
+    browser_viewer: Session, layers: dict[str, Any], layer: str, z_index: int
+) -> None:
+    viewer, page = browser_viewer.viewer, browser_viewer.page
+    show_slice(viewer, z_index, layer)
+    pixels = screenshot(viewer, page)
+    rows, cols = find_slice(pixels)
+    assert (rows, cols) == expected_box()
+    shown = pixels[rows, cols]
+    assert np.all(shown[..., 3] == 255)
+    assert np.array_equal(shown[..., 0], shown[..., 1]) and np.array_equal(shown[..., 1], shown[..., 2])
+    want = layers["image"][:, :, z_index].T  # screen rows are y, columns are x
+    diff = shown[..., 0] != want
+    assert not diff.any(), f"{diff.sum()} of {diff.size} pixels differ from slice {z_index}"
+    # The data really came through the path under test.
+    chunk_responses = [r for r in browser_viewer.responses if f"/{layer}/4_4_40/" in r[0]]
+    assert chunk_responses
+    if layer == "image_sharded":
+        assert any(status == 206 and "range" in req for _, status, req, _ in chunk_responses)
+    if layer == "image_gz":
+        assert any(resp.get("content-encoding") == "gzip" for _, _, _, resp in chunk_responses)
+
+
+def colour_map(labels_slice: np.ndarray, colours: dict[int, tuple[int, int, int]]) -> np.ndarray:
+    out = np.empty(labels_slice.shape + (3,), dtype=np.uint8)
+    out[:] = BACKGROUND
+    for segment, colour in colours.items():
+        out[labels_slice == segment] = colour
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_segmentation_fixed_colours_exact(browser_viewer: Session, layers: dict[str, Any]) -> None:
+    viewer, page = browser_viewer.viewer, browser_viewer.page
+    with viewer.txn() as s:
+        s.layers["labels"].segment_colors = {k: "#%02x%02x%02x" % v for k, v in SHOWN.items()}
+    try:
+        z_index = 8  # segment 300000 exists only from slice 6 on
+        show_slice(viewer, z_index, "labels")
+        pixels = screenshot(viewer, page)
+        rows, cols = expected_box()
+        want = colour_map(layers["labels"][:, :, z_index].T, SHOWN)
+        diff = np.any(pixels[rows, cols, :3] != want, axis=-1)
+        assert not diff.any(), f"{diff.sum()} pixels differ"
+        # Nothing drawn outside the volume either.
+        outside = np.ones(pixels.shape[:2], dtype=bool)
+        outside[rows, cols] = False
+        assert np.all(pixels[outside][:, :3] == BACKGROUND)
+    finally:
+        with viewer.txn() as s:
+            s.layers["labels"].segment_colors = {}
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_segmentation_default_colours(browser_viewer: Session, layers: dict[str, Any]) -> None:
+    viewer, page = browser_viewer.viewer, browser_viewer.page
+    z_index = 2  # segment 300000 absent: only 1 and 2 of the selected ones are on screen
+    show_slice(viewer, z_index, "labels")
+    pixels = screenshot(viewer, page)[expected_box()][..., :3]
+    labels = layers["labels"][:, :, z_index].T
+    colours = {}
+    for segment in (1, 2):
+        region = pixels[labels == segment]
+        assert len(region) > 0
+        unique = np.unique(region, axis=0)
+        assert len(unique) == 1, f"segment {segment} is not one flat colour: {unique[:5]}"
+        colours[segment] = tuple(unique[0])
+        assert colours[segment] != BACKGROUND
+    assert colours[1] != colours[2]
+    # Unselected segment and segment 0 are not drawn.
+    assert np.all(pixels[labels == HIDDEN] == BACKGROUND)
+    assert np.all(pixels[labels == 0] == BACKGROUND)
+    # Selecting the hidden segment makes it appear.
+    select_segments(viewer, "labels", [1, 2, HIDDEN])
+    try:
+        pixels = screenshot(viewer, page)[expected_box()][..., :3]
+        region = pixels[labels == HIDDEN]
+        assert len(np.unique(region, axis=0)) == 1
+        assert tuple(region[0]) not in (BACKGROUND, colours[1], colours[2])
+    finally:
+        select_segments(viewer, "labels", list(SHOWN))
