@@ -76,3 +76,27 @@ def _inside(name: str, bbox) -> bool:
         return False
     x0, x1, y0, y1, z0, z1 = map(int, m.groups())
     return bbox[0] <= x0 and x1 <= bbox[3] and bbox[1] <= y0 and y1 <= bbox[4] and bbox[2] <= z0 and z1 <= bbox[5]
+
+
+import pytest
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the CLI", "SIGINT to the process group (Ctrl-C)"])
+def test_interrupt_winds_down_cleanly_and_says_how_to_resume(tmp_path, how):
+    np.save(tmp_path / "vol.npy", np.zeros((64, 256, 256), dtype=np.uint16))
+    dest = tmp_path / "out"
+    proc = pumice("ingest", str(tmp_path / "vol.npy"), str(dest), "--resolution", "1,1,1", "--chunk-size", "32,32,8",
+                  "--memory", "100KB", "--workers", "2", "--no-progress")
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((dest / ".pumice").rglob("done/ingest/*")):
+        time.sleep(0.02)
+    if how.startswith("SIGTERM"):
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; rerun the same command to resume" in err
+    assert "Traceback" not in err and "leaked" not in err
+    state = next((dest / ".pumice" / "jobs").glob("*/job.json")).read_text()
+    assert '"interrupted"' in state

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from .. import __version__
@@ -24,9 +26,16 @@ def build_parser() -> Parser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if threading.current_thread() is threading.main_thread():
+        # Schedulers (Slurm, Kubernetes) stop jobs with SIGTERM: wind down as for Ctrl-C.
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -96,6 +96,9 @@ def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restar
     try:
         for stage in plan.stages:
             report.stages.append(_run_stage(stage, plan, ledger, executor, workers, progress, report))
+    except KeyboardInterrupt:
+        ledger.end("interrupted")
+        raise
     except BaseException:
         ledger.end("failed")
         raise
