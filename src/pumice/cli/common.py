@@ -24,13 +24,24 @@ class Parser(argparse.ArgumentParser):
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("running")
-    g.add_argument("--workers", type=int, default=None, metavar="N", help="parallel worker processes (default: all cores)")
+    g.add_argument("--workers", type=positive_int, default=None, metavar="N", help="parallel worker processes (default: all cores)")
     g.add_argument("--memory", default="512MiB", metavar="SIZE",
                    help="memory budget per task; block shapes follow from it (default 512MiB)")
     g.add_argument("--dry-run", action="store_true", help="print the plan (tasks, block shape, memory per task, output scales) and stop")
     g.add_argument("--restart", action="store_true", help="forget finished tasks of an earlier run of this command and redo them")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: checked while parsing, so nothing is planned or written with a bad value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def vec_arg(text: str | None, name: str, *, kind: type = int, positive: bool = False) -> tuple | None:
@@ -52,8 +63,6 @@ def execute(plan: Plan, notes: list[str], args: argparse.Namespace) -> local.Run
     if args.dry_run:
         print_plan(plan)
         return None
-    if args.workers is not None and args.workers < 1:
-        raise PumiceError(f"--workers must be at least 1, got {args.workers}")
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
         report = local.run(plan, workers=args.workers, progress=progress, restart=args.restart)

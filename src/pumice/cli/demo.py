@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PumiceError
+from .common import positive_int
 
 SAMPLE_SHAPE_ZYX = (64, 256, 256)
 RESOLUTION = "8,8,8"  # FIB-SEM-like isotropic voxels
@@ -20,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Deterministically build an EM-like image volume and its segmentation in DIR "
                        "(default ./pumice-demo), ingest both as a user would, and print what came out.")
     p.add_argument("dir", nargs="?", default="pumice-demo")
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="parallel worker processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N", help="parallel worker processes (default: all cores)")
     p.set_defaults(func=run)
 
 

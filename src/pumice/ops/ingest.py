@@ -101,6 +101,9 @@ def plan(
     dest = urls.normalize(dest)
     if not urls.is_writable(dest):
         raise PumiceError(f"cannot ingest into {dest}: http(s) locations are read-only; write to a path, gs:// or s3://")
+    local = urls.local_path(dest)
+    if local is not None and local.exists() and not local.is_dir():
+        raise PumiceError(f"cannot ingest into {local}: it is a file, not a folder; choose another destination")
     if layer_type is None:
         layer_type = source.layer_type or default_layer_type(stored_dtype(source.dtype, "segmentation"))
         notes.append(f"ingesting as {layer_type} ({source.dtype.name} data; pass --type "

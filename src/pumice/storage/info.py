@@ -38,8 +38,11 @@ def check_encoding(layer_type: str, dtype: str, encoding: str, channels: int) ->
             raise PumiceError(f"a segmentation has one channel, this data has {channels}; ingest it with --type image")
     if encoding == "jpeg" and (dtype != "uint8" or channels not in (1, 3)):
         raise PumiceError(f"jpeg encoding needs uint8 data with 1 or 3 channels, not {dtype} x {channels}; use --encoding raw or png")
-    if encoding == "png" and (dtype not in ("uint8", "uint16") or channels > 4):
-        raise PumiceError(f"png encoding needs uint8 or uint16 data with at most 4 channels, not {dtype} x {channels}; use --encoding raw")
+    # 16-bit png is valid Precomputed, but CloudVolume's decoder (pyspng) misreads it as two
+    # channels; Pumice writes only what every reader reads.
+    if encoding == "png" and (dtype != "uint8" or channels > 4):
+        raise PumiceError(f"png encoding needs uint8 data with at most 4 channels, not {dtype} x {channels} "
+                          f"(CloudVolume cannot read 16-bit png chunks); use --encoding raw")
     if encoding == "compressed_segmentation" and dtype not in ("uint32", "uint64"):
         raise PumiceError(f"compressed_segmentation needs uint32 or uint64 data, not {dtype}; use --encoding raw")
 

@@ -6,6 +6,7 @@ X, Y, Z, channel arrays for any box, so ingest never cares where the data came f
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -25,9 +26,22 @@ def split_dataset(path: str) -> tuple[str, str | None]:
     return path, None
 
 
-@lru_cache(maxsize=16)
 def open_source(path: str, dataset: str | None = None, axes: str | None = None) -> Source:
-    """Open whatever ``path`` names; a SourceError says what is wrong with it."""
+    """Open whatever ``path`` names; a SourceError says what is wrong with it.
+
+    Opened sources are cached per process (tasks of one job reopen the same source many times),
+    keyed by the path's modification time so that a long-lived worker sees a changed source.
+    """
+    local, _ = split_dataset(str(path))
+    try:
+        stamp = os.stat(urls.local_path(local) if local.startswith("file://") else local).st_mtime_ns
+    except (OSError, ValueError):
+        stamp = None
+    return _open_source(str(path), dataset, axes, stamp)
+
+
+@lru_cache(maxsize=16)
+def _open_source(path: str, dataset: str | None, axes: str | None, stamp: int | None) -> Source:
     from .arrays import open_chunked, open_hdf5, open_npy
     from .images import ImageStack, TiffVolume, IMAGE_SUFFIXES
     from .precomputed import PrecomputedSource

@@ -16,6 +16,13 @@ from .base import ArraySource
 
 def open_npy(path: str, axes: str | None) -> ArraySource:
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise SourceError(f"cannot read {path}: {e.strerror or e}") from None
+    if magic != b"\x93NUMPY":  # else numpy blames "pickled (object) data" for any foreign file
+        raise SourceError(f"{path} is not a NumPy .npy file (no .npy header); save the array with numpy.save")
+    try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:  # noqa: BLE001
         raise SourceError(f"cannot read {path} as a NumPy .npy file: {str(e).splitlines()[0][:200]}") from None

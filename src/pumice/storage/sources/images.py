@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import glob as globmod
+import logging
 import re
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,11 +41,35 @@ def list_stack(pattern: str) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _tifffile_warnings():
+    """Collect what tifffile logs about a damaged file instead of letting it reach stderr.
+
+    tifffile warns (rather than raises) about a truncated file and then reports fewer pages.
+    """
+    logger = logging.getLogger("tifffile")
+    handler = _Collect()
+    logger.addHandler(handler)  # with a handler attached, logging's last-resort print to stderr stays silent
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
 def _header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape (Y, X[, C]) and dtype from an image's header, without decoding it."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            with tifffile.TiffFile(path) as tif:
+            with _tifffile_warnings(), tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
                 return tuple(page.shape), np.dtype(page.dtype)
         with Image.open(path) as img:
@@ -64,7 +90,8 @@ def _header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
 def _decode(path: Path) -> np.ndarray:
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            return tifffile.imread(path, key=0)
+            with _tifffile_warnings():
+                return tifffile.imread(path, key=0)
         with Image.open(path) as img:
             if img.mode == "P":
                 img = img.convert("L")
@@ -121,7 +148,7 @@ class TiffVolume(Source):
 
     def __init__(self, path: str):
         try:
-            with tifffile.TiffFile(path) as tif:
+            with _tifffile_warnings() as warnings, tifffile.TiffFile(path) as tif:
                 series = tif.series[0]
                 axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
                 pages = len(series.pages) if hasattr(series, "pages") else 1
@@ -133,6 +160,11 @@ class TiffVolume(Source):
         if axes[-2:] != "YX" or len(axes) > 3:
             raise SourceError(f"{path} has TIFF axes {series.axes}; Pumice reads 2D or Z,Y,X TIFFs — save it as a plain stack")
         depth = shape[0] if len(shape) == 3 else 1
+        if depth != pages and warnings:
+            raise SourceError(f"cannot read TIFF {path}: {warnings[0][:200]}; the file looks truncated or damaged")
+        if depth != pages and axes.startswith("S"):
+            raise SourceError(f"{path} is one page with {depth} samples per pixel (planar colour); if they are z sections, "
+                              f"save them with photometric='minisblack', one page each")
         if depth != pages:
             raise SourceError(f"{path} stores its {depth} sections in {pages} pages; save it with one page per section")
         self.file = path
@@ -142,7 +174,7 @@ class TiffVolume(Source):
     def read(self, bbox: Bbox) -> np.ndarray:
         (x0, y0, z0), (x1, y1, z1) = bbox.minpt, bbox.maxpt
         try:
-            with tifffile.TiffFile(self.file) as tif:
+            with _tifffile_warnings(), tifffile.TiffFile(self.file) as tif:
                 data = tif.asarray(key=list(range(z0, z1)), series=0)
         except Exception as e:  # noqa: BLE001
             raise SourceError(f"cannot read sections {z0}-{z1} of {self.file}: {_why(e)}; check the file") from None
