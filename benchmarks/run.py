@@ -10,7 +10,7 @@ machine; peak RSS is the largest single process (the CLI or one of its workers).
 from __future__ import annotations
 
 import json
-import resource
+import re
 import shutil
 import subprocess
 import sys
@@ -24,15 +24,32 @@ OUT = ROOT / "bench-output"
 
 
 def _pumice(*args: str) -> tuple[float, int, str]:
-    """Run the CLI in a child process: wall seconds, peak RSS of the largest process, stdout."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Run the CLI in a child process: wall seconds, peak RSS of its largest process, stdout.
+
+    The peak is the one the CLI reports (each process's own VmHWM): the child's ru_maxrss would
+    inherit this benchmark process's high-water mark.
+    """
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "pumice.cli.main", *args], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"benchmark command failed: pumice {' '.join(args)}\n{proc.stderr}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak, before) * 1024, proc.stdout
+    match = re.search(r"peak memory per worker ([0-9.]+) (MiB|GiB)", proc.stdout)
+    peak = float(match.group(1)) * 2**20 * (1024 if match.group(2) == "GiB" else 1) if match else 0
+    return seconds, int(peak), proc.stdout
+
+
+REPEATS = 3
+
+
+def _read_stack(stack: Path, shape: tuple[int, int, int]) -> float:
+    import tifffile
+
+    start = time.perf_counter()
+    volume = np.empty(shape, dtype=np.uint8)
+    for z, f in enumerate(sorted(stack.glob("*.tif"))):
+        volume[z] = tifffile.imread(f)
+    return time.perf_counter() - start
 
 
 def bench_ingest(work: Path) -> dict:
@@ -51,27 +68,28 @@ def bench_ingest(work: Path) -> dict:
     voxels = int(np.prod(shape))
 
     # The bound: decode every section into memory in one process, as fast as tifffile can.
-    start = time.perf_counter()
-    files = sorted(stack.glob("*.tif"))
-    volume = np.empty(shape, dtype=np.uint8)
-    for z, f in enumerate(files):
-        volume[z] = tifffile.imread(f)
-    read_seconds = time.perf_counter() - start
-    del volume
+    read_seconds = min(_read_stack(stack, shape) for _ in range(REPEATS))
 
     rows = []
     for workers in (1, 2):
-        dest = work / f"ingested_{workers}"
-        shutil.rmtree(dest, ignore_errors=True)
-        seconds, rss, _ = _pumice("ingest", str(stack), str(dest), "--resolution", "4,4,40", "--workers", str(workers),
-                                  "--no-progress")
-        rows.append({"workers": workers, "seconds": seconds, "mvx_per_s": voxels / 1e6 / seconds, "peak_rss_mib": rss / 2**20})
+        best = None
+        for _ in range(REPEATS):
+            dest = work / f"ingested_{workers}"
+            shutil.rmtree(dest, ignore_errors=True)
+            seconds, rss, out = _pumice("ingest", str(stack), str(dest), "--resolution", "4,4,40", "--workers", str(workers),
+                                        "--no-progress")
+            in_run = float(re.search(r"at ([0-9.]+) MVx/s", out).group(1))
+            if best is None or seconds < best["seconds"]:
+                best = {"workers": workers, "seconds": seconds, "mvx_per_s": voxels / 1e6 / seconds,
+                        "in_run_mvx_per_s": in_run, "peak_rss_mib": rss / 2**20}
+        rows.append(best)
     return {
         "volume": "1024 x 1024 x 256 uint8, 256 TIFF sections (256 MiB)",
         "bound_read_seconds": read_seconds,
         "bound_mvx_per_s": voxels / 1e6 / read_seconds,
         "runs": rows,
-        "note": "CLI wall time includes process start-up and the worker pool's spawn",
+        "note": f"best of {REPEATS}; wall time includes process start-up and the worker pool's spawn, "
+                "in-run throughput is the CLI's own figure (planning to summary)",
     }
 
 
@@ -79,8 +97,8 @@ def show_ingest(r: dict) -> None:
     print(f"ingest: {r['volume']}")
     print(f"  bound (tifffile reads the stack, 1 process): {r['bound_read_seconds']:.2f} s = {r['bound_mvx_per_s']:.0f} MVx/s")
     for row in r["runs"]:
-        print(f"  pumice ingest --workers {row['workers']}: {row['seconds']:.2f} s = {row['mvx_per_s']:.0f} MVx/s, "
-              f"peak RSS {row['peak_rss_mib']:.0f} MiB")
+        print(f"  pumice ingest --workers {row['workers']}: {row['seconds']:.2f} s = {row['mvx_per_s']:.0f} MVx/s wall, "
+              f"{row['in_run_mvx_per_s']:.0f} MVx/s in-run, peak RSS per process {row['peak_rss_mib']:.0f} MiB")
 
 
 BENCHMARKS = {"ingest": (bench_ingest, show_ingest)}

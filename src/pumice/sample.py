@@ -65,8 +65,8 @@ _WARP_OCTAVES = (((24, 96, 96), 8.0), ((8, 32, 32), 3.5), ((4, 12, 12), 1.0))
 _SEED_Z_STEP = 12  # sections between control points of per-seed wobble / size
 # Cytoplasm mottling: blotches plus a finer granular texture.
 _TEX_OCTAVES = (((6, 24, 24), 8.0), ((2, 6, 6), 5.0))
-_REACH = 1  # a pixel tests seeds in the (2*_REACH+1)^2 grid cells around its own
-_SLAB = 4  # sections per work slab (keeps temporaries small and in cache)
+_BLOCK = 3  # a pixel tests the seeds of the _BLOCK x _BLOCK grid cells nearest to it
+_SLAB_VOXELS = 1 << 18  # voxels per work slab (keeps temporaries small, cache-friendly)
 
 # --- grey levels (uint8 scale) -----------------------------------------------
 _CYTO = 168.0  # cytoplasm
@@ -268,16 +268,20 @@ def make_em_sample(
 
     orgs = _organelles(r_org, nz, n_grid, cell, np.concatenate([rad0.ravel(), big_r0]))
 
+    slab = max(1, _SLAB_VOXELS // (ny * nx))  # sections per slab
     labels = np.empty((nz, ny, nx), dtype=np.uint32)
     work = np.empty((nz, ny, nx), dtype=np.float32)  # image before membranes/noise
     ys = np.arange(ny, dtype=np.float32)[None, :, None]
     xs = np.arange(nx, dtype=np.float32)[None, None, :]
-    reach = range(-_REACH, _REACH + 1)
+    lo = -(_BLOCK // 2) if _BLOCK % 2 else -(_BLOCK // 2 - 1)
+    hi = lo + _BLOCK - 1
+    shift = 0.0 if _BLOCK % 2 else 0.5
+    reach = range(lo, hi + 1)
     offsets = [dy * gx + dx for dy in reach for dx in reach]
 
     # --- pass 1: cells and their contents, slab by slab ------------------------
-    for z0 in range(0, nz, _SLAB):
-        z1 = min(z0 + _SLAB, nz)
+    for z0 in range(0, nz, slab):
+        z1 = min(z0 + slab, nz)
         m = z1 - z0
         py = _field_slab(warp_y, warp_step, z0, z1, ny, nx)
         py += ys
@@ -285,12 +289,12 @@ def make_em_sample(
         px += xs
 
         # grid cell of each (warped) pixel, clamped so the 3x3 block is in range
-        cy = np.floor(py * np.float32(1.0 / cell)).astype(np.intp)
+        cy = np.floor(py * np.float32(1.0 / cell) - np.float32(shift)).astype(np.intp)
         cy += margin
-        np.clip(cy, _REACH, gy - 1 - _REACH, out=cy)
-        cx = np.floor(px * np.float32(1.0 / cell)).astype(np.intp)
+        np.clip(cy, -lo, gy - 1 - hi, out=cy)
+        cx = np.floor(px * np.float32(1.0 / cell) - np.float32(shift)).astype(np.intp)
         cx += margin
-        np.clip(cx, _REACH, gx - 1 - _REACH, out=cx)
+        np.clip(cx, -lo, gx - 1 - hi, out=cx)
         base = cy
         base *= gx
         base += cx
@@ -342,15 +346,14 @@ def make_em_sample(
         img = _field_slab(tex_grid, tex_step, z0, z1, ny, nx)
         img += np.take(cell_off, ids)
         img += np.float32(_CYTO)
-        _draw_organelles(img, orgs, arg, ids, px, py, z0, flat_x, flat_y, flat_r, cell)
+        _draw_organelles(img, orgs, arg, z0, n_seeds, px, py, flat_x, flat_y, flat_r, cell)
         work[z0:z1] = img
         del px, py, arg, ids, img, t1
 
     # --- labels: neurite ids -> dense cell ids, remove pixel-scale debris ------
     # (before drawing membranes, so membranes follow the final labels)
-    _fix_isolated(labels)
-    _relabel_runs(labels, n_seeds)
-    _merge_tiny(labels)
+    _fix_isolated(labels, slab)
+    _finalize_labels(labels, n_seeds)
     n_labels = int(labels.max()) if labels.size else 0
     # membrane contrast varies a little from cell to cell, as in real stainings
     mem_gain = (1.35 + 0.6 * r_mem.random(n_labels + 1)).astype(np.float32)
@@ -358,8 +361,8 @@ def make_em_sample(
     # --- pass 2: membranes, grain noise, drift, quantisation ------------------
     image = np.empty((nz, ny, nx), dtype=np.uint8)
     shift = _drift_curve(r_drift, nz, float(drift))
-    for z0 in range(0, nz, _SLAB):
-        z1 = min(z0 + _SLAB, nz)
+    for z0 in range(0, nz, slab):
+        z1 = min(z0 + slab, nz)
         lab = labels[z0:z1]
         # in-plane boundaries: 1 px dark line on one side of every label change
         mem = np.zeros(lab.shape, dtype=np.float32)
@@ -456,10 +459,10 @@ def _draw_organelles(
     img: np.ndarray,
     orgs: dict[str, np.ndarray],
     arg: np.ndarray,
-    ids: np.ndarray,
+    z0: int,
+    n_seeds: int,
     px: np.ndarray,
     py: np.ndarray,
-    z0: int,
     seed_x: np.ndarray,
     seed_y: np.ndarray,
     seed_r: np.ndarray,
@@ -467,92 +470,103 @@ def _draw_organelles(
 ) -> None:
     """Darken mitochondria and vesicle clouds into ``img`` (one slab, in place).
 
-    Each pixel only looks at organelles of its own cell, so organelles never
-    cross membranes.  Work is restricted to the pixels of cells that have an
-    organelle active in that section.
+    ``arg`` holds, per pixel, the flat index ``z * n_seeds + seed`` of its
+    cell's seed.  Each pixel only looks at organelles of its own cell, so
+    organelles never cross membranes.  One table lookup picks out the pixels
+    of cells with an organelle in their section; all work is on that subset.
     """
     f32 = np.float32
     m = img.shape[0]
-    zcol = np.arange(z0, z0 + m, dtype=np.float32)[:, None, None]
-    zfull = np.broadcast_to(zcol, img.shape)
+    zsec = np.arange(z0, z0 + m, dtype=np.float32)[:, None]
     present = orgs["present"]
-    for k in range(present.shape[0]):
-        # active[z, seed]: this slot's mitochondrion intersects section z
-        dz = (zcol[:, 0, 0][:, None] - orgs["zc"][k][None]) * orgs["inv_hz"][k][None]
-        active = present[k][None] & (np.abs(dz) < 1.0)
-        if not active.any():
+    slots = present.shape[0]
+    # active[k, z, seed]: slot k of the seed's neurite intersects section z
+    # (slot `slots` is the vesicle cloud)
+    active = np.zeros((slots + 1, m, n_seeds), dtype=bool)
+    for k in range(slots):
+        dz = (zsec - orgs["zc"][k][None]) * orgs["inv_hz"][k][None]
+        active[k] = present[k][None] & (np.abs(dz) < f32(1.0))
+    active[slots] = orgs["ves"][None] & (zsec >= orgs["vz0"][None]) & (zsec < orgs["vz1"][None])
+    if not active.any():
+        return
+    flat = img.reshape(-1)
+    loc_all = arg.reshape(-1) - z0 * n_seeds  # index into one (m, n_seeds) table
+    sel = np.flatnonzero(np.take(active.any(axis=0).reshape(-1), loc_all))
+    if sel.size == 0:
+        return
+    loc = loc_all[sel]
+    a = loc + z0 * n_seeds  # index into the seed tables
+    sid = loc % n_seeds
+    z = (loc // n_seeds + z0).astype(f32)
+    x = px.reshape(-1)[sel]
+    y = py.reshape(-1)[sel]
+    sx = np.take(seed_x, a)
+    sy = np.take(seed_y, a)
+
+    for k in range(slots):
+        on = np.flatnonzero(np.take(active[k].reshape(-1), loc))
+        if on.size == 0:
             continue
-        sel = np.nonzero(active[np.arange(m)[:, None, None], ids])
-        if sel[0].size == 0:
-            continue
-        sid = ids[sel]
-        a = arg[sel]
-        du = px[sel] - (np.take(seed_x, a) + orgs["ox"][k][sid])
-        dv = py[sel] - (np.take(seed_y, a) + orgs["oy"][k][sid])
-        ux, uy = orgs["ux"][k][sid], orgs["uy"][k][sid]
+        s = sid[on]
+        du = x[on] - (sx[on] + orgs["ox"][k][s])
+        dv = y[on] - (sy[on] + orgs["oy"][k][s])
+        ux, uy = orgs["ux"][k][s], orgs["uy"][k][s]
         along = du * ux + dv * uy
         across = dv * ux - du * uy
-        qa = along * orgs["inv_len"][k][sid]
-        qc = across * orgs["inv_wid"][k][sid]
-        qz = (zfull[sel] - orgs["zc"][k][sid]) * orgs["inv_hz"][k][sid]
+        qa = along * orgs["inv_len"][k][s]
+        qc = across * orgs["inv_wid"][k][s]
+        qz = (z[on] - orgs["zc"][k][s]) * orgs["inv_hz"][k][s]
         q = qa * qa + qc * qc + qz * qz  # < 1 inside the ellipsoid
-        inside = q < 1.0
+        inside = q < f32(1.0)
         if not inside.any():
             continue
         q = q[inside]
-        where = tuple(s[inside] for s in sel)
-        vals = img[where]
+        where = sel[on[inside]]
+        vals = flat[where]
         # matrix, with lighter cristae: a triangle wave across the long axis
-        phase = along[inside] * orgs["stripes"][k][sid[inside]]
+        phase = along[inside] * orgs["stripes"][k][s[inside]]
         tri = np.abs(phase - np.floor(phase) - f32(0.5)) * f32(2.0)  # 0..1
-        matrix = f32(_MITO) + f32(22.0) * np.maximum(tri - f32(0.6), f32(0.0)) * f32(2.5)
+        matrix = f32(_MITO) + f32(55.0) * np.maximum(tri - f32(0.6), f32(0.0))
         # darker outer membrane near the surface, soft 1 px edge outside
         rim = np.clip((q - f32(0.55)) * f32(3.0), 0.0, 1.0)
         target = matrix + (f32(_MITO_RIM) - matrix) * rim
         edge = np.clip((f32(1.0) - q) * f32(6.0), 0.0, 1.0)
-        img[where] = vals + (target - vals) * edge
+        flat[where] = vals + (target - vals) * edge
 
     # vesicle clouds
-    ves = orgs["ves"]
-    if not ves.any():
+    on = np.flatnonzero(np.take(active[slots].reshape(-1), loc))
+    if on.size == 0:
         return
-    zsec = np.arange(z0, z0 + m, dtype=np.float64)[:, None]
-    active = ves[None] & (zsec >= orgs["vz0"][None]) & (zsec < orgs["vz1"][None])
-    if not active.any():
-        return
-    sel = np.nonzero(active[np.arange(m)[:, None, None], ids])
-    if sel[0].size == 0:
-        return
-    sid = ids[sel]
-    a = arg[sel]
-    x = px[sel]
-    y = py[sel]
+    s = sid[on]
+    x = x[on]
+    y = y[on]
     # keep a margin to the membrane: fade out towards the rough cell radius
-    ddx = x - np.take(seed_x, a)
-    ddy = y - np.take(seed_y, a)
-    r = np.take(seed_r, a) + f32(0.5 * cell)
+    ddx = x - sx[on]
+    ddy = y - sy[on]
+    r = np.take(seed_r, a[on]) + f32(0.5 * cell)
     cloud = np.clip((f32(1.0) - np.sqrt(ddx * ddx + ddy * ddy) / r) * f32(6.0), 0.0, 1.0)
     # Vesicles: one per 6x6 px lattice cell (2 sections deep), present with p~0.8,
     # centre jittered, radius 1.6..2.4 px.  Each pixel only checks its own cell.
     g = f32(6.0)
-    x = x + orgs["ves_phase"][0][sid]
-    y = y + orgs["ves_phase"][1][sid]
+    x = x + orgs["ves_phase"][0][s]
+    y = y + orgs["ves_phase"][1][s]
     gxi = np.floor(x / g)
     gyi = np.floor(y / g)
-    gzi = np.floor(zfull[sel] * f32(0.5))
+    gzi = np.floor(z[on] * f32(0.5))
     h = _hash3(gxi.astype(np.int64), gyi.astype(np.int64), gzi.astype(np.int64))
     jx = ((h & 0xFF).astype(f32) / f32(255.0) - f32(0.5)) * f32(1.4)
     jy = (((h >> 8) & 0xFF).astype(f32) / f32(255.0) - f32(0.5)) * f32(1.4)
     vr = f32(1.6) + ((h >> 16) & 0xFF).astype(f32) / f32(255.0) * f32(0.8)
-    on = ((h >> 24) & 0xFF) < 205
+    present_v = ((h >> 24) & 0xFF) < 205
     vx = x - (gxi * g + g * f32(0.5) + jx)
     vy = y - (gyi * g + g * f32(0.5) + jy)
     d = np.sqrt(vx * vx + vy * vy)
-    ring = np.clip(f32(1.2) - np.abs(d - vr) * f32(1.0), 0.0, 1.0)
+    ring = np.clip(f32(1.2) - np.abs(d - vr), 0.0, 1.0)
     fill = (d < vr).astype(f32) * f32(0.3)
-    strength = np.maximum(ring, fill) * on * cloud
-    vals = img[sel]
-    img[sel] = vals + (f32(_VESICLE) - vals) * strength
+    strength = np.maximum(ring, fill) * present_v * cloud
+    where = sel[on]
+    vals = flat[where]
+    flat[where] = vals + (f32(_VESICLE) - vals) * strength
 
 
 def _hash3(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -593,15 +607,15 @@ def _neighbours(labels: np.ndarray, z0: int, z1: int) -> list[tuple[np.ndarray, 
     return out
 
 
-def _fix_isolated(labels: np.ndarray) -> None:
+def _fix_isolated(labels: np.ndarray, slab: int) -> None:
     """Give voxels that share a label with none of their 6 neighbours a neighbour's label.
 
     Such voxels are where a sliver of a cell thinner than a pixel was sampled;
     left alone they would make that label disconnected.
     """
     nz = labels.shape[0]
-    for z0 in range(0, nz, _SLAB):
-        z1 = min(z0 + _SLAB, nz)
+    for z0 in range(0, nz, slab):
+        z1 = min(z0 + slab, nz)
         lab = labels[z0:z1]
         nbs = _neighbours(labels, z0, z1)
         alone = np.ones(lab.shape, dtype=bool)
@@ -617,57 +631,58 @@ def _fix_isolated(labels: np.ndarray) -> None:
         lab[where] = new
 
 
-def _relabel_runs(labels: np.ndarray, n_seeds: int) -> None:
-    """Seed ids -> dense ids 1..N, one id per z-connected run of a neurite (in place).
+def _finalize_labels(labels: np.ndarray, n_seeds: int, min_voxels: int = 32) -> None:
+    """Neurite (seed) ids -> dense cell ids ``1..N``, in place.
 
-    A neurite can be squeezed out of some sections by its neighbours, or be so
-    thin that consecutive cross-sections do not touch.  A run continues from
-    section z-1 to z only if the two cross-sections overlap; each run gets its
-    own id, which keeps every label one connected piece.
+    * A neurite can be squeezed out of some sections by its neighbours, or be
+      so thin that consecutive cross-sections do not touch.  A run continues
+      from section z-1 to z only if the two cross-sections overlap, and each
+      run becomes its own cell, which keeps every label one connected piece.
+    * Runs of fewer than ``min_voxels`` voxels (a neurite squeezed down to a
+      few pixels) are merged into an in-plane neighbour: a "cell" of a handful
+      of voxels only confuses meshing demos.
     """
     nz = labels.shape[0]
-    starts = np.zeros((nz, n_seeds), dtype=bool)
+    counts = np.zeros((nz, n_seeds), dtype=np.int64)
+    cont = np.zeros((nz, n_seeds), dtype=bool)
     for z in range(nz):
-        starts[z] = np.bincount(labels[z].ravel(), minlength=n_seeds) > 0
+        counts[z] = np.bincount(labels[z].ravel(), minlength=n_seeds)
         if z > 0:
             same = labels[z] == labels[z - 1]
-            starts[z] &= np.bincount(labels[z][same], minlength=n_seeds) == 0
-    # number runs seed-major, so a run's id is the count of run starts up to it
-    run_id = np.cumsum(starts.T.ravel()).reshape(n_seeds, nz).T.astype(np.uint32)
+            cont[z] = np.bincount(labels[z][same], minlength=n_seeds) > 0
+    present = counts > 0
+    starts = present & ~cont
+    # number runs seed-major: a run's id is the count of run starts up to it
+    run = np.cumsum(starts.T.ravel()).reshape(n_seeds, nz).T
+    n_runs = int(run[-1, -1]) if run.size else 0
+    size = np.zeros(n_runs + 1, dtype=np.int64)
+    np.add.at(size, run[present], counts[present])  # integer sums: exact
+    limit = min(min_voxels, max(1, int(np.median(size[1:])) // 4)) if n_runs else 0
+    tiny = size < limit
+    tiny[0] = False
+    if tiny[1:].all():
+        tiny[:] = False  # never merge everything away (very small volumes)
+    keep = ~tiny
+    if tiny.any():
+        dirs = ((1, 1), (1, -1), (2, 1), (2, -1))
+        for z in np.nonzero((present & tiny[run]).any(axis=1))[0]:
+            lab = labels[z : z + 1]
+            is_tiny = present[z] & tiny[run[z]]
+            pos = np.nonzero(is_tiny[lab])
+            while pos[0].size:
+                done = np.zeros(pos[0].size, dtype=bool)
+                for axis, d in dirs:
+                    nb = list(pos)
+                    nb[axis] = np.clip(nb[axis] + d, 0, lab.shape[axis] - 1)
+                    v = lab[tuple(nb)]
+                    ok = ~is_tiny[v] & ~done
+                    lab[tuple(p[ok] for p in pos)] = v[ok]
+                    done |= ok
+                if not done.any():  # isolated in-plane: keep these as a (small) cell
+                    keep[run[z][np.unique(lab[pos])]] = True
+                    break
+                pos = tuple(p[~done] for p in pos)
+    keep[0] = False
+    dense = np.cumsum(keep).astype(np.uint32)
     for z in range(nz):
-        labels[z] = run_id[z][labels[z]]
-
-
-def _merge_tiny(labels: np.ndarray, min_voxels: int = 32) -> None:
-    """Merge cells of fewer than ``min_voxels`` voxels into a neighbour, then re-densify ids.
-
-    These are neurites squeezed out of existence by their neighbours, leaving
-    a few pixels; a "cell" of a handful of voxels only confuses meshing demos.
-    """
-    sizes = np.bincount(labels.ravel())
-    big_enough = sizes >= min(min_voxels, max(1, int(np.median(sizes[1:])) // 4))
-    big_enough[0] = False
-    if big_enough[1:].all() or not big_enough.any():
-        return
-    pos = np.nonzero(~big_enough[labels])
-    shape = labels.shape
-    steps = [(axis, d) for axis in range(3) for d in (1, -1)]
-    while pos[0].size:
-        done = np.zeros(pos[0].size, dtype=bool)
-        for axis, d in steps:
-            nb = list(pos)
-            nb[axis] = np.clip(nb[axis] + d, 0, shape[axis] - 1)
-            v = labels[tuple(nb)]
-            ok = big_enough[v] & ~done
-            labels[tuple(p[ok] for p in pos)] = v[ok]
-            done |= ok
-        if not done.any():
-            break  # cannot happen while some cell is big enough; avoid looping forever
-        # a merged voxel now carries a big label, so neighbours can adopt it next round
-        big_vox = big_enough[labels[pos]]
-        pos = tuple(p[~big_vox] for p in pos)
-    present = np.bincount(labels.ravel(), minlength=sizes.size) > 0
-    present[0] = False
-    remap = np.cumsum(present).astype(np.uint32)
-    for z in range(shape[0]):
-        labels[z] = remap[labels[z]]
+        labels[z] = dense[run[z]][labels[z]]

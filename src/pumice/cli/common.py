@@ -25,8 +25,8 @@ class Parser(argparse.ArgumentParser):
 def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("running")
     g.add_argument("--workers", type=positive_int, default=None, metavar="N", help="parallel worker processes (default: all cores)")
-    g.add_argument("--memory", default="512MiB", metavar="SIZE",
-                   help="memory budget per task; block shapes follow from it (default 512MiB)")
+    g.add_argument("--memory", default=None, metavar="SIZE",
+                   help="memory budget per task, e.g. 256MiB; block shapes follow from it (default: the operation's own)")
     g.add_argument("--dry-run", action="store_true", help="print the plan (tasks, block shape, memory per task, output scales) and stop")
     g.add_argument("--restart", action="store_true", help="forget finished tasks of an earlier run of this command and redo them")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -48,8 +48,9 @@ def vec_arg(text: str | None, name: str, *, kind: type = int, positive: bool = F
     return None if text is None else parse_vec(text, name, kind=kind, positive=positive)
 
 
-def memory_arg(args: argparse.Namespace) -> int:
-    return parse_bytes(args.memory)
+def memory_arg(args: argparse.Namespace) -> dict[str, int]:
+    """``memory=`` for a planner, or nothing, so the planner's own default applies."""
+    return {} if args.memory is None else {"memory": parse_bytes(args.memory)}
 
 
 def note(message: str) -> None:

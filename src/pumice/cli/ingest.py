@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=vec_arg(args.chunk_size, "--chunk-size", positive=True),
         encoding=args.encoding,
         sharded=args.sharded,
-        memory=memory_arg(args),
+        **memory_arg(args),
         dry_run=args.dry_run,
     )
     execute(plan, notes, args)

@@ -22,7 +22,7 @@ from ..storage.kv import open_kv
 from ..storage.layer import Layer
 from ..storage.sources import Source, open_source
 
-DEFAULT_MEMORY = 512 * 2**20
+DEFAULT_MEMORY = 128 * 2**20  # measured: enough tasks to keep 2 workers busy on a 256 MiB stack
 
 # Signed integers keep their bit width as unsigned labels; floats narrower or wider than float32
 # become float32. Anything else (bool, complex, strings, objects) is refused.

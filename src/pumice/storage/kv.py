@@ -19,7 +19,7 @@ _CONTEXT: ts.Context | None = None
 def context() -> ts.Context:
     global _CONTEXT
     if _CONTEXT is None:
-        _CONTEXT = ts.Context({"cache_pool": {"total_bytes_limit": 64 * 1024 * 1024}})
+        _CONTEXT = ts.Context({"cache_pool": {"total_bytes_limit": 0}})
     return _CONTEXT
 
 

@@ -14,6 +14,15 @@ from ..kv import context
 from .base import ArraySource
 
 
+class NpySource(ArraySource):
+    """Maps the file anew for each read: a map kept open would hold every page it ever touched
+    resident, so a worker's memory would grow with the source instead of the block."""
+
+    def _get(self, index: tuple) -> np.ndarray:
+        array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        return np.array(array[index])
+
+
 def open_npy(path: str, axes: str | None) -> ArraySource:
     try:
         with open(path, "rb") as f:
@@ -28,7 +37,10 @@ def open_npy(path: str, axes: str | None) -> ArraySource:
         raise SourceError(f"cannot read {path} as a NumPy .npy file: {str(e).splitlines()[0][:200]}") from None
     if not isinstance(array, np.ndarray):
         raise SourceError(f"{path} is not a single NumPy array; save one array with numpy.save")
-    return ArraySource("NumPy", path, array, axes, fingerprint={"bytes": Path(path).stat().st_size, "shape": list(array.shape)})
+    source = NpySource("NumPy", path, _Shape(array.shape, array.dtype), axes,
+                       fingerprint={"bytes": Path(path).stat().st_size, "shape": list(array.shape)})
+    del array
+    return source
 
 
 class HDF5Source(ArraySource):
