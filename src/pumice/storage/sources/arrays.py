@@ -112,12 +112,14 @@ def open_chunked(path: str, dataset: str | None, axes: str | None) -> ArraySourc
     if not node.is_dir():
         raise SourceError(f"no array {dataset!r} in {path}; name an array inside the group with {path}:/NAME or --dataset")
     resolution = None
+    if (node / ".zgroup").is_file() and (node / ".zattrs").is_file() and "multiscales" in _read_json(node / ".zattrs"):
+        node, resolution, axes = _ome_first_scale(node, _read_json(node / ".zattrs"), path, axes)
     if (node / ".zarray").is_file():
         driver, kind = "zarr", "Zarr v2"
     elif (node / "zarr.json").is_file():
         meta = _read_json(node / "zarr.json")
         if meta.get("node_type") == "group":
-            node, resolution = _ome_first_scale(node, meta, path)
+            node, resolution, axes = _ome_first_scale(node, meta.get("attributes", {}), path, axes)
         driver, kind = "zarr3", "Zarr v3"
     elif (node / "attributes.json").is_file() and "dimensions" in _read_json(node / "attributes.json"):
         driver, kind = "n5", "N5"
@@ -142,23 +144,26 @@ _UNIT_NM = {"nanometer": 1.0, "nm": 1.0, "micrometer": 1000.0, "um": 1000.0, "µ
             "millimeter": 1e6, "mm": 1e6, "angstrom": 0.1}
 
 
-def _ome_first_scale(group: Path, meta: dict, path: str) -> tuple[Path, tuple[float, float, float] | None]:
-    attrs = meta.get("attributes", {})
+def _ome_first_scale(group: Path, attrs: dict, path: str, axes: str | None
+                     ) -> tuple[Path, tuple[float, float, float] | None, str | None]:
+    """OME-Zarr (0.4 on Zarr v2, 0.5 on v3): the full-resolution array, its voxel size in nm and
+    its axis order, all from the multiscales metadata."""
     multiscales = attrs.get("ome", attrs).get("multiscales")
     if not multiscales:
         children = sorted(p.name for p in group.iterdir() if p.is_dir())
         raise SourceError(f"{path} is a Zarr group; name an array with {path}:/NAME or --dataset (it has: {', '.join(children) or 'nothing'})")
     ms = multiscales[0]
     first = ms["datasets"][0]
+    names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
+    units = [a.get("unit", "") if isinstance(a, dict) else "" for a in ms.get("axes", [])]
+    if axes is None and names and set(names) <= set("xyzc") and set("xy") <= set(names):
+        axes = "".join(names)
     resolution = None
-    axes = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
-    units = [a.get("unit", "nanometer") if isinstance(a, dict) else "nanometer" for a in ms.get("axes", [])]
     for t in first.get("coordinateTransformations", []):
-        if t.get("type") == "scale" and set("xyz") <= set(axes):
-            scale = dict(zip(axes, t["scale"]))
-            unit = dict(zip(axes, units))
+        if t.get("type") == "scale" and set("xyz") <= set(names):
+            scale, unit = dict(zip(names, t["scale"])), dict(zip(names, units))
             resolution = tuple(float(scale[a]) * _UNIT_NM.get(unit[a], 1.0) for a in "xyz")
-    return group / first["path"], resolution  # type: ignore[return-value]
+    return group / first["path"], resolution, axes  # type: ignore[return-value]
 
 
 def _n5_resolution(attrs: dict) -> tuple[float, float, float] | None:
