@@ -238,6 +238,12 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
+def reachable_host() -> str:
+    """A name other machines can use for this one, for servers bound to the wildcard address."""
+    fqdn = socket.getfqdn()
+    return fqdn if fqdn not in ("localhost", "localhost.localdomain") else socket.gethostname()
+
+
 class LayerFileServer:
     """Serve local folders read-only over HTTP, each under ``/<name>/``.
 
@@ -273,7 +279,7 @@ class LayerFileServer:
         port = server.server_address[1]
         host = self._bind
         if host in ("0.0.0.0", "::", ""):
-            host = socket.getfqdn()  # reachable name instead of the wildcard address
+            host = reachable_host()
         elif ":" in host:
             host = f"[{host}]"
         self._server = server

@@ -6,9 +6,13 @@ The package serves its bundled client itself and keeps the viewer state in Pytho
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable, Mapping
 
 import neuroglancer
+
+from .files import reachable_host
 
 __all__ = ["LAYER_TYPES", "precomputed_source", "select_segments", "start_viewer"]
 
@@ -89,4 +93,8 @@ def start_viewer(
         # Position, zoom and dimensions are left to Neuroglancer: it centres on the first
         # layer's bounds once the info files have loaded.
         s.layout = layout
-    return viewer, viewer.get_viewer_url()
+    url = viewer.get_viewer_url()
+    if bind in ("0.0.0.0", "::", ""):
+        # Neuroglancer names the wildcard address "localhost"; other machines need our name.
+        url = re.sub(r"^http://[^/]+:", f"http://{reachable_host()}:", url)
+    return viewer, url
