@@ -6,13 +6,15 @@ owns the info (written by Pumice before any task runs) and the rules for boxes.
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 import tensorstore as ts
 
 from ..errors import LayerError
-from ..geometry import Bbox, Vec, vec
+from ..geometry import Bbox, Vec, grid_blocks, vec
 from . import urls
 from .info import LayerInfo, write_unit
 from .kv import KV, context, open_kv
@@ -102,6 +104,9 @@ class Layer:
                 "scale_index": mip,
                 "recheck_cached_data": False,
                 "recheck_cached_metadata": False,
+                # Write every chunk, even all-zero ones: CloudVolume treats a missing chunk as an
+                # error unless the reader opts into fill_missing.
+                "store_data_equal_to_fill_value": True,
             }
             try:
                 self._stores[mip] = ts.open(spec, open=True, context=context()).result()
@@ -138,6 +143,67 @@ class Layer:
             raise LayerError(f"data shape {data.shape} does not match box {bbox} x {self.info.num_channels} channels")
         view = self.store(mip)[bbox.minpt[0] : bbox.maxpt[0], bbox.minpt[1] : bbox.maxpt[1], bbox.minpt[2] : bbox.maxpt[2]]
         view.write(np.asarray(data, dtype=self.info.dtype)).result()
+        if self.info.scale(mip).sharding is not None:
+            self._store_zero_chunks(bbox, data, mip)
+
+    def _store_zero_chunks(self, bbox: Bbox, data: np.ndarray, mip: int) -> None:
+        """Put all-zero chunks into the shards just written.
+
+        TensorStore leaves chunks equal to the fill value out of shards (it ignores
+        store_data_equal_to_fill_value there), and CloudVolume refuses a missing chunk. The chunks
+        are encoded by TensorStore and written through its sharded kvstore; only ids are ours.
+        """
+        scale = self.info.scale(mip)
+        bounds = scale.bounds
+        grid = [-(-s // c) for s, c in zip(scale.size, scale.chunk_size)]
+        missing: dict[bytes, bytes] = {}
+        for chunk in grid_blocks(bbox, scale.chunk_size, bounds.minpt):
+            if data[chunk.slices(bbox.minpt)].any():
+                continue
+            position = [(lo - o) // c for lo, o, c in zip(chunk.minpt, bounds.minpt, scale.chunk_size)]
+            key = compressed_morton_code(position, grid).to_bytes(8, "big")
+            missing[key] = _zero_chunk(self.info, mip, chunk.shape)
+        if not missing:
+            return
+        shards = ts.KvStore.open({"driver": "neuroglancer_uint64_sharded", "base": urls.kvstore_spec(urls.join(self.url, scale.key)),
+                                  "metadata": scale.sharding}, context=context()).result()
+        txn = ts.Transaction()
+        for key, value in missing.items():
+            shards.with_transaction(txn).write(key, value)
+        txn.commit_async().result()
+
+
+def compressed_morton_code(position: Sequence[int], grid: Sequence[int]) -> int:
+    """Neuroglancer's chunk id in a sharded scale: the grid position's bits interleaved x, y, z,
+    skipping axes that have run out of bits."""
+    bits = [max(0, (g - 1).bit_length()) for g in grid]
+    code, out = 0, 0
+    for i in range(max(bits)):
+        for axis in range(3):
+            if i < bits[axis]:
+                code |= ((position[axis] >> i) & 1) << out
+                out += 1
+    return code
+
+
+_ZERO_CHUNKS: dict[tuple, bytes] = {}
+
+
+def _zero_chunk(info: LayerInfo, mip: int, shape: Sequence[int]) -> bytes:
+    """An all-zero chunk of ``shape`` in the scale's encoding, encoded by TensorStore (cached)."""
+    scale = info.scale(mip)
+    key = (info.data_type, info.num_channels, scale.encoding, tuple(shape), scale.compressed_segmentation_block_size)
+    if key not in _ZERO_CHUNKS:
+        one = LayerInfo(info.type, info.data_type, info.num_channels,
+                        (replace(scale, key="s", size=vec(shape), voxel_offset=(0, 0, 0), chunk_size=vec(shape), sharding=None),))
+        scratch = ts.Context()  # a private memory store
+        kv = ts.KvStore.open({"driver": "memory"}, context=scratch).result()
+        kv.write("info", json.dumps(one.to_json())).result()
+        store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": {"driver": "memory"},
+                         "store_data_equal_to_fill_value": True}, context=scratch).result()
+        store.write(np.zeros(store.shape, dtype=info.dtype)).result()
+        _ZERO_CHUNKS[key] = bytes(kv.read("s/" + "_".join(f"0-{n}" for n in shape)).result().value)
+    return _ZERO_CHUNKS[key]
 
 
 def incompatibility(old: LayerInfo, new: LayerInfo) -> str | None:
