@@ -129,8 +129,43 @@ class Layer:
         view = self.store(mip)[bbox.minpt[0] : bbox.maxpt[0], bbox.minpt[1] : bbox.maxpt[1], bbox.minpt[2] : bbox.maxpt[2]]
         return view.read(order="F").result()
 
-    def write(self, bbox: Bbox, data: np.ndarray, mip: int = 0) -> None:
-        """Write whole chunks (whole shards for sharded scales); edges may stop at the volume's edge."""
+    def chunk_boxes(self, bbox: Bbox, mip: int = 0):
+        """The chunks (clipped to the volume) that ``bbox`` touches."""
+        scale = self.info.scale(mip)
+        region = bbox.intersection(scale.bounds).snap_out(scale.chunk_size, scale.voxel_offset).intersection(scale.bounds)
+        return grid_blocks(region, scale.chunk_size, scale.voxel_offset)
+
+    def chunk_key(self, chunk: Bbox, mip: int = 0) -> str:
+        """The chunk's object name in an unsharded scale, e.g. ``4_4_40/0-64_0-64_0-64``."""
+        (x0, y0, z0), (x1, y1, z1) = chunk.minpt, chunk.maxpt
+        return f"{self.info.scale(mip).key}/{x0}-{x1}_{y0}-{y1}_{z0}-{z1}"
+
+    def _shard_kvstore(self, mip: int) -> ts.KvStore:
+        scale = self.info.scale(mip)
+        return ts.KvStore.open({"driver": "neuroglancer_uint64_sharded", "base": urls.kvstore_spec(urls.join(self.url, scale.key)),
+                                "metadata": scale.sharding}, context=context()).result()
+
+    def _chunk_id(self, chunk: Bbox, mip: int) -> bytes:
+        scale = self.info.scale(mip)
+        grid = [-(-s // c) for s, c in zip(scale.size, scale.chunk_size)]
+        position = [(lo - o) // c for lo, o, c in zip(chunk.minpt, scale.voxel_offset, scale.chunk_size)]
+        return compressed_morton_code(position, grid).to_bytes(8, "big")
+
+    def missing_chunks(self, bbox: Bbox, mip: int = 0) -> list[Bbox]:
+        """Chunks of ``bbox`` that were never written (reads of zero bytes, all in flight at once)."""
+        chunks = list(self.chunk_boxes(bbox, mip))
+        if self.info.scale(mip).sharding is None:
+            store, keys = self.kv._store, [self.chunk_key(c, mip) for c in chunks]
+        else:
+            store, keys = self._shard_kvstore(mip), [self._chunk_id(c, mip) for c in chunks]
+        futures = [store.read(k, byte_range=slice(0, 0)) for k in keys]
+        return [c for c, f in zip(chunks, futures) if f.result().state != "value"]
+
+    def write(self, bbox: Bbox, data: np.ndarray, mip: int = 0, *, skip_value: int | None = None) -> None:
+        """Write whole chunks (whole shards for sharded scales); edges may stop at the volume's edge.
+
+        ``skip_value``: chunks holding only this value are not stored (--delete-background).
+        """
         bounds = self.bounds(mip)
         if not bounds.contains(bbox):
             raise LayerError(f"box {bbox} lies outside the layer's bounds {bounds} at mip {mip}")
@@ -143,8 +178,16 @@ class Layer:
             raise LayerError(f"data shape {data.shape} does not match box {bbox} x {self.info.num_channels} channels")
         view = self.store(mip)[bbox.minpt[0] : bbox.maxpt[0], bbox.minpt[1] : bbox.maxpt[1], bbox.minpt[2] : bbox.maxpt[2]]
         view.write(np.asarray(data, dtype=self.info.dtype)).result()
-        if self.info.scale(mip).sharding is not None:
+        sharded = self.info.scale(mip).sharding is not None
+        if sharded and skip_value not in (None, 0):
+            raise LayerError("--delete-background with a non-zero --background-color needs an unsharded scale")
+        if sharded and skip_value is None:
             self._store_zero_chunks(bbox, data, mip)
+        elif not sharded and skip_value is not None:
+            empty = [self.chunk_key(c, mip) for c in grid_blocks(bbox, self.chunk_size(mip), self.info.scale(mip).voxel_offset)
+                     if not (data[c.slices(bbox.minpt)] != skip_value).any()]
+            for key in empty:
+                self.kv.delete(key)
 
     def _store_zero_chunks(self, bbox: Bbox, data: np.ndarray, mip: int) -> None:
         """Put all-zero chunks into the shards just written.
@@ -154,19 +197,14 @@ class Layer:
         are encoded by TensorStore and written through its sharded kvstore; only ids are ours.
         """
         scale = self.info.scale(mip)
-        bounds = scale.bounds
-        grid = [-(-s // c) for s, c in zip(scale.size, scale.chunk_size)]
         missing: dict[bytes, bytes] = {}
-        for chunk in grid_blocks(bbox, scale.chunk_size, bounds.minpt):
+        for chunk in grid_blocks(bbox, scale.chunk_size, scale.voxel_offset):
             if data[chunk.slices(bbox.minpt)].any():
                 continue
-            position = [(lo - o) // c for lo, o, c in zip(chunk.minpt, bounds.minpt, scale.chunk_size)]
-            key = compressed_morton_code(position, grid).to_bytes(8, "big")
-            missing[key] = _zero_chunk(self.info, mip, chunk.shape)
+            missing[self._chunk_id(chunk, mip)] = _zero_chunk(self.info, mip, chunk.shape)
         if not missing:
             return
-        shards = ts.KvStore.open({"driver": "neuroglancer_uint64_sharded", "base": urls.kvstore_spec(urls.join(self.url, scale.key)),
-                                  "metadata": scale.sharding}, context=context()).result()
+        shards = self._shard_kvstore(mip)
         txn = ts.Transaction()
         for key, value in missing.items():
             shards.with_transaction(txn).write(key, value)
