@@ -34,3 +34,54 @@ def shared_data():
         return path
 
     return find
+
+
+class Processes:
+    """Run the CLI in child processes, and kill one midway (for resume tests)."""
+
+    @staticmethod
+    def start(*args: str):
+        import subprocess
+        import sys
+
+        return subprocess.Popen([sys.executable, "-m", "pumice.cli.main", *map(str, args)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def run(self, *args: str) -> str:
+        proc = self.start(*args)
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        return out
+
+    def kill_midway(self, ledger, stage: str, total: int, *args: str) -> set[str]:
+        """Start ``pumice ARGS``, SIGKILL its process group once a quarter of the tasks are done."""
+        import os
+        import signal
+        import time
+
+        proc = self.start(*args)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and len(ledger.done(stage)) < total // 4:
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done = ledger.done(stage)
+        assert total // 4 <= len(done) < total, f"the kill should land midway ({len(done)}/{total})"
+        assert ledger.state()["status"] == "running"  # nothing claims the job finished
+        return done
+
+
+@pytest.fixture
+def processes() -> Processes:
+    return Processes()
+
+
+def layer_files(root: Path) -> dict[str, bytes]:
+    """Every data file of a layer (not the ledger or provenance), for byte-for-byte comparison."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and ".pumice" not in p.parts and p.name != "provenance"}
+
+
+@pytest.fixture
+def files_of():
+    return layer_files

@@ -15,24 +15,13 @@ from pumice.execution.ledger import Ledger
 from pumice.ops import ingest
 
 
-def pumice(*args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pumice.cli.main", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
-
-
-def chunk_files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*")
-            if p.is_file() and ".pumice" not in p.parts and p.name != "provenance"}
-
-
-def test_sigkill_then_rerun_resumes_to_identical_bytes(tmp_path):
+def test_sigkill_then_rerun_resumes_to_identical_bytes(tmp_path, processes, files_of):
     data = np.random.default_rng(7).integers(0, 2**16, (96, 160, 192), dtype=np.uint16)  # Z, Y, X
     np.save(tmp_path / "vol.npy", data)
     args = [str(tmp_path / "vol.npy"), "--resolution", "4,4,40", "--chunk-size", "32,32,8", "--memory", "300KB",
             "--workers", "2", "--no-progress"]
 
-    reference = pumice("ingest", args[0], str(tmp_path / "ref"), *args[1:])
-    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    processes.run("ingest", args[0], tmp_path / "ref", *args[1:])
 
     dest = tmp_path / "out"
     plan, _ = ingest.plan(args[0], str(dest), resolution=(4, 4, 40), chunk_size=(32, 32, 8), memory=300_000, dry_run=True)
@@ -40,34 +29,24 @@ def test_sigkill_then_rerun_resumes_to_identical_bytes(tmp_path):
     assert total >= 100
     ledger = Ledger(str(dest), plan.job_id)
 
-    victim = pumice("ingest", args[0], str(dest), *args[1:])
-    deadline = time.time() + 120
-    while time.time() < deadline and (not (dest / "info").exists() or len(ledger.done("ingest")) < total // 4):
-        time.sleep(0.02)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    done_before = ledger.done("ingest")
-    assert total // 4 <= len(done_before) < total, "the kill should land midway"
-    assert ledger.state()["status"] == "running"  # nothing claims the job finished
+    done_before = processes.kill_midway(ledger, "ingest", total, "ingest", args[0], dest, *args[1:])
 
     # Chunk files of finished tasks must not be rewritten by the rerun.
     by_id = {t.id: t for t in plan.stages[0].tasks()}
     scale_dir = dest / "4_4_40"
-    def files_of(task):
+    def chunks_of(task):
         x0, y0, z0, x1, y1, z1 = task.bbox
         return [p for p in scale_dir.iterdir() if _inside(p.name, task.bbox)]
-    stamps = {p: p.stat().st_mtime_ns for tid in list(done_before)[:20] for p in files_of(by_id[tid])}
+    stamps = {p: p.stat().st_mtime_ns for tid in list(done_before)[:20] for p in chunks_of(by_id[tid])}
     assert stamps
 
-    rerun = pumice("ingest", args[0], str(dest), *args[1:])
-    out, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err
+    out = processes.run("ingest", args[0], dest, *args[1:])
     match = re.search(r"\((\d+) run, (\d+) already done", out)
     assert match, out
     assert int(match.group(2)) == len(done_before) and int(match.group(1)) == total - len(done_before)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert ledger.state()["status"] == "complete"
-    assert chunk_files(dest) == chunk_files(tmp_path / "ref")
+    assert files_of(dest) == files_of(tmp_path / "ref")
 
 
 def _inside(name: str, bbox) -> bool:
@@ -82,10 +61,10 @@ import pytest
 
 
 @pytest.mark.parametrize("how", ["SIGTERM to the CLI", "SIGINT to the process group (Ctrl-C)"])
-def test_interrupt_winds_down_cleanly_and_says_how_to_resume(tmp_path, how):
+def test_interrupt_winds_down_cleanly_and_says_how_to_resume(tmp_path, processes, how):
     np.save(tmp_path / "vol.npy", np.zeros((64, 256, 256), dtype=np.uint16))
     dest = tmp_path / "out"
-    proc = pumice("ingest", str(tmp_path / "vol.npy"), str(dest), "--resolution", "1,1,1", "--chunk-size", "32,32,8",
+    proc = processes.start("ingest", tmp_path / "vol.npy", dest, "--resolution", "1,1,1", "--chunk-size", "32,32,8",
                   "--memory", "100KB", "--workers", "2", "--no-progress")
     deadline = time.time() + 60
     while time.time() < deadline and not list((dest / ".pumice").rglob("done/ingest/*")):

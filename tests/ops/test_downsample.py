@@ -201,3 +201,21 @@ def test_bad_input_missing_layer_and_conflicting_mip(tmp_path, cli):
     # the same command again is fine: nothing to redo
     code, out, _ = cli("downsample", path, "--num-mips", "1", "--factor", "2,2,1")
     assert code == 0 and "already done" in out
+
+
+def test_sigkill_midway_then_rerun_gives_identical_bytes(tmp_path, cli, processes, files_of):
+    from pumice.execution.ledger import Ledger
+    from pumice.ops import downsample
+
+    data = make("uint16", (512, 512, 64), seed=3)
+    for name in ("ref", "out"):
+        ingest(cli, tmp_path, data, name)
+    args = ["--num-mips", "2", "--factor", "2,2,1", "--memory", "300KB", "--workers", "2", "--no-progress"]
+    processes.run("downsample", tmp_path / "ref", *args)
+    plan, _ = downsample.plan(str(tmp_path / "out"), num_mips=2, factor=(2, 2, 1), memory=300_000, dry_run=True)
+    assert plan.task_count >= 64
+    ledger = Ledger(str(tmp_path / "out"), plan.job_id)
+    done = processes.kill_midway(ledger, "downsample", plan.task_count, "downsample", tmp_path / "out", *args)
+    out = processes.run("downsample", tmp_path / "out", *args)
+    assert f"({plan.task_count - len(done)} run, {len(done)} already done" in out
+    assert files_of(tmp_path / "out") == files_of(tmp_path / "ref")
