@@ -61,3 +61,13 @@ def test_parse_bytes():
     assert parse_bytes("2G") == 2 * 10**9
     with pytest.raises(PumiceError, match="--memory"):
         parse_bytes("lots")
+
+
+def test_grid_blocks_merge_a_thin_tail_into_its_neighbour():
+    bounds = Bbox((2, 0, 0), (132, 10, 4))
+    blocks = list(grid_blocks(bounds, (64, 10, 4), (2, 0, 0), min_tail=(4, 1, 1)))
+    assert [(b.minpt[0], b.maxpt[0]) for b in blocks] == [(2, 66), (66, 132)]  # 130..132 joined
+    assert count_grid_blocks(bounds, (64, 10, 4), (2, 0, 0), min_tail=(4, 1, 1)) == 2
+    assert len(list(grid_blocks(bounds, (64, 10, 4), (2, 0, 0)))) == 3
+    # a single thin block stays as it is
+    assert list(grid_blocks(Bbox((0, 0, 0), (2, 2, 2)), (8, 8, 8), (0, 0, 0), min_tail=(4, 4, 4))) == [Bbox((0, 0, 0), (2, 2, 2))]

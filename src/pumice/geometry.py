@@ -115,22 +115,32 @@ class Bbox:
         return "{},{},{} - {},{},{}".format(*self.minpt, *self.maxpt)
 
 
-def grid_blocks(bounds: Bbox, block: Sequence[int], origin: Sequence[int]) -> Iterator[Bbox]:
+def _axis_starts(lo: int, hi: int, step: int, origin: int, min_tail: int) -> list[tuple[int, int]]:
+    first = origin + ((lo - origin) // step) * step
+    edges = list(range(first, hi, step)) + [hi]
+    spans = [(max(a, lo), min(b, hi)) for a, b in zip(edges[:-1], edges[1:])]
+    spans = [(a, b) for a, b in spans if b > a]
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] < min_tail:
+        spans[-2:] = [(spans[-2][0], spans[-1][1])]  # a sliver joins its neighbour
+    return spans
+
+
+def grid_blocks(bounds: Bbox, block: Sequence[int], origin: Sequence[int],
+                min_tail: Sequence[int] = (0, 0, 0)) -> Iterator[Bbox]:
     """Boxes of a grid of cell size ``block`` anchored at ``origin``, clipped to ``bounds``.
 
-    Lazy and in x-fastest order, so a plan of millions of blocks is never held in memory.
+    A last box thinner than ``min_tail`` along an axis joins the one before it. Lazy and in
+    x-fastest order, so a plan of millions of blocks is never held in memory.
     """
-    snapped = bounds.snap_out(block, origin)
-    ranges = [range(lo, hi, b) for lo, hi, b in zip(snapped.minpt, snapped.maxpt, block)]
-    for z, y, x in itertools.product(*reversed(ranges)):
-        box = Bbox((x, y, z), (x + block[0], y + block[1], z + block[2])).intersection(bounds)
-        if not box.empty():
-            yield box
+    spans = [_axis_starts(lo, hi, b, o, t) for lo, hi, b, o, t in zip(bounds.minpt, bounds.maxpt, block, origin, min_tail)]
+    for (z0, z1), (y0, y1), (x0, x1) in itertools.product(*reversed(spans)):
+        yield Bbox((x0, y0, z0), (x1, y1, z1))
 
 
-def count_grid_blocks(bounds: Bbox, block: Sequence[int], origin: Sequence[int]) -> int:
-    snapped = bounds.snap_out(block, origin)
-    return int(np.prod([len(range(lo, hi, b)) for lo, hi, b in zip(snapped.minpt, snapped.maxpt, block)]))
+def count_grid_blocks(bounds: Bbox, block: Sequence[int], origin: Sequence[int],
+                      min_tail: Sequence[int] = (0, 0, 0)) -> int:
+    return int(np.prod([len(_axis_starts(lo, hi, b, o, t))
+                        for lo, hi, b, o, t in zip(bounds.minpt, bounds.maxpt, block, origin, min_tail)]))
 
 
 def choose_block(bounds: Bbox, unit: Sequence[int], bytes_per_voxel: float, budget: int, *,

@@ -19,6 +19,8 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 _REGISTRY: dict[str, type["Task"]] = {}
 
+LEDGER_DIR = ".pumice/jobs"  # where, inside a destination, the ledgers of its jobs live
+
 
 def register(name: str) -> Callable[[type["Task"]], type["Task"]]:
     """Class decorator: make a Task rebuildable from JSON under ``name``."""
@@ -82,6 +84,7 @@ class Plan:
     stages: list[Stage]
     finish: Callable[[], None] | None = None
     description: dict[str, Any] = field(default_factory=dict)  # shown by --dry-run and the summary
+    resumable: bool = True  # False: no ledger (idempotent work that may remove the ledger's own home)
 
     @property
     def job_id(self) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from typing import Any
 
@@ -79,9 +78,6 @@ def execute(plan: Plan, notes: list[str], args: argparse.Namespace) -> local.Run
 def discard(url: str) -> None:
     """Remove everything a run wrote to a destination that did not exist before it."""
     open_kv(url).delete_prefix("")
-    path = urls.local_path(url)
-    if path is not None and path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def print_plan(plan: Plan) -> None:

@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..plan import LEDGER_DIR
 from ..storage import urls
 from ..storage.kv import KV, open_kv
-
-LEDGER_DIR = ".pumice/jobs"
 
 
 class Ledger:

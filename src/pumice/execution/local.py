@@ -81,12 +81,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def execute_task(task_json: dict[str, Any], destination: str, job_id: str, stage: str) -> dict[str, Any]:
+def execute_task(task_json: dict[str, Any], destination: str, job_id: str | None, stage: str) -> dict[str, Any]:
     """Run one task and record it in the ledger: the unit every runner ships to a worker."""
     task = task_from_json(task_json)
     start = time.perf_counter()
     summary = task.run() or {}
-    Ledger(destination, job_id).mark_done(stage, task.id)
+    if job_id is not None:
+        Ledger(destination, job_id).mark_done(stage, task.id)
     return {
         "summary": summary,
         "seconds": time.perf_counter() - start,
@@ -102,10 +103,11 @@ def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restar
     """Run every stage of ``plan``; skip tasks the ledger says are done; then ``plan.finish``."""
     # No more workers than the largest stage has tasks: a one-task plan needs no pool to start.
     workers = max(1, min(workers or default_workers(), max((s.count for s in plan.stages), default=1)))
-    ledger = Ledger(plan.destination, plan.job_id)
-    if restart:
-        ledger.clear()
-    ledger.begin(plan.operation, plan.params, {s.name: s.count for s in plan.stages})
+    ledger = Ledger(plan.destination, plan.job_id) if plan.resumable else None
+    if ledger is not None:
+        if restart:
+            ledger.clear()
+        ledger.begin(plan.operation, plan.params, {s.name: s.count for s in plan.stages})
     report = RunReport(plan.operation, plan.job_id, workers)
     started = time.perf_counter()
     executor = _executor(plan, workers)
@@ -113,17 +115,20 @@ def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restar
         for stage in plan.stages:
             report.stages.append(_run_stage(stage, plan, ledger, executor, workers, progress, report))
     except KeyboardInterrupt:
-        ledger.end("interrupted")
+        if ledger is not None:
+            ledger.end("interrupted")
         raise
     except BaseException:
-        ledger.end("failed")
+        if ledger is not None:
+            ledger.end("failed")
         raise
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
     if plan.finish is not None:
         plan.finish()
-    ledger.end("complete")
+    if ledger is not None:
+        ledger.end("complete")
     report.seconds = time.perf_counter() - started
     report.peak_rss_bytes = max(report.peak_rss_bytes, peak_rss_bytes())
     return report
@@ -137,10 +142,11 @@ def _executor(plan: Plan, workers: int) -> Executor | None:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _run_stage(stage: Stage, plan: Plan, ledger: Ledger, executor: Executor | None, workers: int,
+def _run_stage(stage: Stage, plan: Plan, ledger: Ledger | None, executor: Executor | None, workers: int,
                progress: bool, report: RunReport) -> StageReport:
     result = StageReport(stage.name, stage.count)
-    done = ledger.done(stage.name)
+    done = ledger.done(stage.name) if ledger is not None else set()
+    job_id = plan.job_id if ledger is not None else None
     started = time.perf_counter()
     bar = tqdm(total=stage.count, desc=f"{plan.operation}:{stage.name}" if len(plan.stages) > 1 else plan.operation,
                unit="task", file=sys.stderr, disable=not progress, dynamic_ncols=True, leave=True)
@@ -172,7 +178,7 @@ def _run_stage(stage: Stage, plan: Plan, ledger: Ledger, executor: Executor | No
                     continue
                 while True:
                     try:
-                        record(execute_task(task.to_json(), plan.destination, plan.job_id, stage.name))
+                        record(execute_task(task.to_json(), plan.destination, job_id, stage.name))
                         break
                     except Exception as error:  # noqa: BLE001 - classified in failed()
                         if not failed(task, error):
@@ -184,7 +190,7 @@ def _run_stage(stage: Stage, plan: Plan, ledger: Ledger, executor: Executor | No
             limit = workers * 2
 
             def submit(task: Task) -> None:
-                future = executor.submit(execute_task, task.to_json(), plan.destination, plan.job_id, stage.name)
+                future = executor.submit(execute_task, task.to_json(), plan.destination, job_id, stage.name)
                 in_flight[future] = task
 
             def drain(block_until: int) -> None:

@@ -124,8 +124,11 @@ def plan(
                    background=background_color if delete_background else None)
     frozen_factors = tuple(tuple(f) for f in factors)
 
+    # tinybrain cannot average a block thinner than the pyramid's stride: such a tail joins its neighbour.
+    tail = strides(factors)[-1]
+
     def tasks():
-        for box in grid_blocks(region, pyramid.block, source.voxel_offset):
+        for box in grid_blocks(region, pyramid.block, source.voxel_offset, tail):
             yield DownsampleTask(layer=url, mip=mip, bbox=tuple(box.to_list()), factors=frozen_factors, **options)
 
     params = {"mip": mip, "factors": [list(f) for f in factors], "region": region.to_list(), "block": list(pyramid.block),
@@ -140,7 +143,7 @@ def plan(
         "voxels": region.size,
     }
     result = Plan("downsample", url, params,
-                  [Stage("downsample", tasks, count_grid_blocks(region, pyramid.block, source.voxel_offset))],
+                  [Stage("downsample", tasks, count_grid_blocks(region, pyramid.block, source.voxel_offset, tail))],
                   description=description)
     result.finish = lambda: provenance.record(url, "downsample", params, result.job_id)
     return result, notes

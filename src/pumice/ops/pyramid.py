@@ -127,7 +127,16 @@ def downsample(data: np.ndarray, factors: Sequence[Sequence[int]], method: str, 
         while i + run < len(factors) and tuple(factors[i + run]) == tuple(factors[i]):
             run += 1
         f = tuple(int(x) for x in factors[i])
-        if method == "average":
+        if method == "average" and min(current.shape[a] for a in range(3) if f[a] > 1) < 2**run:
+            # tinybrain refuses to average fewer than 2^run voxels in n mips; only a volume that
+            # small gets here (the planner merges thin blocks): single steps, and a plain mean of
+            # the voxels present once an axis is down to one voxel.
+            out = []
+            for _ in range(run):
+                prev = out[-1] if out else current
+                thin = min(prev.shape[a] for a in range(3) if f[a] > 1) < 2
+                out.append(_numpy_reduce(prev, f, "mean") if thin else tinybrain.downsample_with_averaging(prev, f)[0])
+        elif method == "average":
             out = tinybrain.downsample_with_averaging(current, f, num_mips=run)
         elif method == "mode":
             out = tinybrain.downsample_segmentation(current, f, sparse=sparse, num_mips=run)
@@ -145,6 +154,14 @@ def _numpy_reduce(data: np.ndarray, factor: Sequence[int], method: str) -> np.nd
     if method == "striding":
         return data[:: factor[0], :: factor[1], :: factor[2]]
     shape = data.shape
+    if method == "mean":
+        out = data.astype(np.float64)
+        for axis, f in enumerate(factor):
+            edges = np.arange(0, shape[axis], f)
+            sums = np.add.reduceat(out, edges, axis=axis)
+            counts = np.diff(np.append(edges, shape[axis])).reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+            out = sums / counts
+        return out.astype(data.dtype) if data.dtype.kind == "f" else np.floor(out).astype(data.dtype)
     out_shape = [math.ceil(s / f) for s, f in zip(shape[:3], factor)]
     if np.issubdtype(data.dtype, np.floating):
         pad_value = np.inf if method == "min" else -np.inf

@@ -60,8 +60,20 @@ class KV:
     def delete(self, key: str) -> None:
         self._store.delete_range(ts.KvStore.KeyRange(key, key + "\x00")).result()
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Delete keys concurrently (missing ones are fine)."""
+        futures = [self._store.delete_range(ts.KvStore.KeyRange(k, k + "\x00")) for k in keys]
+        for f in futures:
+            f.result()
+
     def delete_prefix(self, prefix: str = "") -> None:
+        """Delete every key under ``prefix``; on local disk also the folders that held them."""
         self._store.delete_range(_prefix_range(prefix)).result()
+        local = urls.local_path(self.url)
+        if local is not None and (prefix == "" or prefix.endswith("/")):
+            import shutil
+
+            shutil.rmtree(local / prefix, ignore_errors=True)  # only empty folders are left by now
 
     def list(self, prefix: str = "") -> list[str]:
         """Keys under ``prefix``, relative to this store, sorted."""

@@ -151,6 +151,14 @@ class Layer:
         position = [(lo - o) // c for lo, o, c in zip(chunk.minpt, scale.voxel_offset, scale.chunk_size)]
         return compressed_morton_code(position, grid).to_bytes(8, "big")
 
+    def shard_file(self, shard_box: Bbox, mip: int = 0) -> str:
+        """The file holding the shard whose box starts at ``shard_box.minpt`` (identity hash)."""
+        sharding = self.info.scale(mip).sharding
+        chunk_id = int.from_bytes(self._chunk_id(shard_box, mip), "big")
+        shard = (chunk_id >> (sharding["preshift_bits"] + sharding["minishard_bits"])) & ((1 << sharding["shard_bits"]) - 1)
+        digits = max(1, -(-sharding["shard_bits"] // 4))
+        return f"{self.info.scale(mip).key}/{shard:0{digits}x}.shard"
+
     def missing_chunks(self, bbox: Bbox, mip: int = 0) -> list[Bbox]:
         """Chunks of ``bbox`` that were never written (reads of zero bytes, all in flight at once)."""
         chunks = list(self.chunk_boxes(bbox, mip))
