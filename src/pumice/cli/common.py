@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Any
 
@@ -16,6 +17,11 @@ from ..storage.kv import open_kv
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line naming the fix, like every other error."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Vectors such as `--translate -20,-30,5` are values, not options.
+        self._negative_number_matcher = re.compile(r"^-\d[\d.,-]*$")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise PumiceError(f"{message} (see {self.prog} --help)")

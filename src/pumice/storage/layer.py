@@ -6,6 +6,7 @@ owns the info (written by Pumice before any task runs) and the rules for boxes.
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import replace
 from typing import Sequence
@@ -114,19 +115,67 @@ class Layer:
                 raise LayerError(f"cannot open mip {mip} of {urls.display(self.url)}: {str(e).splitlines()[0]}") from None
         return self._stores[mip]
 
-    def read(self, bbox: Bbox, mip: int = 0) -> np.ndarray:
-        """Voxels of ``bbox`` as an X, Y, Z, channel array; parts outside the volume are zero."""
+    def read(self, bbox: Bbox, mip: int = 0, *, legacy: bool = False) -> np.ndarray:
+        """Voxels of ``bbox`` as an X, Y, Z, channel array; parts outside the volume are zero.
+
+        ``legacy``: the scale's chunk files may carry CloudVolume's ``.gz``/``.br`` suffixes.
+        """
         bounds = self.bounds(mip)
         inside = bbox.intersection(bounds)
+        read = self._read_legacy if legacy else self._read_inside
         if inside == bbox:
-            return self._read_inside(bbox, mip)
-        out = np.zeros((*bbox.shape, self.info.num_channels), dtype=self.info.dtype)
+            return read(bbox, mip)
+        out = np.zeros((*bbox.shape, self.info.num_channels), dtype=self.info.dtype, order="F")
         if not inside.empty():
-            out[inside.slices(bbox.minpt)] = self._read_inside(inside, mip)
+            out[inside.slices(bbox.minpt)] = read(inside, mip)
         return out
 
     def _read_inside(self, bbox: Bbox, mip: int) -> np.ndarray:
         view = self.store(mip)[bbox.minpt[0] : bbox.maxpt[0], bbox.minpt[1] : bbox.maxpt[1], bbox.minpt[2] : bbox.maxpt[2]]
+        return view.read(order="F").result()
+
+    def chunk_suffix(self, mip: int = 0, probes: int = 16) -> str | None:
+        """How an unsharded scale names its chunk files: "" (plain), ".gz" or ".br" (CloudVolume's
+        compressed files, which TensorStore cannot read), or None if no probed chunk exists."""
+        if self.info.scale(mip).sharding is not None:
+            return ""
+        chunks = []
+        for chunk in self.chunk_boxes(self.bounds(mip), mip):
+            chunks.append(self.chunk_key(chunk, mip))
+            if len(chunks) >= probes:
+                break
+        store = self.kv._store
+        for suffix in ("", ".gz", ".br"):
+            futures = [store.read(k + suffix, byte_range=slice(0, 0)) for k in chunks]
+            if any(f.result().state == "value" for f in futures):
+                return suffix
+        return None
+
+    def _read_legacy(self, bbox: Bbox, mip: int) -> np.ndarray:
+        """Fetch the chunks, undo their .gz/.br, and let TensorStore decode them in memory."""
+        scale = self.info.scale(mip)
+        keys = [self.chunk_key(c, mip) for c in self.chunk_boxes(bbox, mip)]
+        store = self.kv._store
+        plain = [store.read(k) for k in keys]
+        gz = [store.read(k + ".gz") for k in keys]
+        br = [store.read(k + ".br") for k in keys]
+        scratch = ts.Context()
+        memory = ts.KvStore.open({"driver": "memory"}, context=scratch).result()
+        one = LayerInfo(self.info.type, self.info.data_type, self.info.num_channels, (scale,))
+        writes = [memory.write("info", json.dumps(one.to_json()))]
+        for key, p, g, b in zip(keys, plain, gz, br):
+            if (r := p.result()).state == "value":
+                writes.append(memory.write(key, r.value))
+            elif (r := g.result()).state == "value":
+                writes.append(memory.write(key, gzip.decompress(r.value)))
+            elif (r := b.result()).state == "value":
+                import brotli
+
+                writes.append(memory.write(key, brotli.decompress(r.value)))
+        for w in writes:
+            w.result()
+        decoded = ts.open({"driver": "neuroglancer_precomputed", "kvstore": {"driver": "memory"}}, context=scratch).result()
+        view = decoded[bbox.minpt[0] : bbox.maxpt[0], bbox.minpt[1] : bbox.maxpt[1], bbox.minpt[2] : bbox.maxpt[2]]
         return view.read(order="F").result()
 
     def chunk_boxes(self, bbox: Bbox, mip: int = 0):
@@ -159,11 +208,11 @@ class Layer:
         digits = max(1, -(-sharding["shard_bits"] // 4))
         return f"{self.info.scale(mip).key}/{shard:0{digits}x}.shard"
 
-    def missing_chunks(self, bbox: Bbox, mip: int = 0) -> list[Bbox]:
+    def missing_chunks(self, bbox: Bbox, mip: int = 0, suffix: str = "") -> list[Bbox]:
         """Chunks of ``bbox`` that were never written (reads of zero bytes, all in flight at once)."""
         chunks = list(self.chunk_boxes(bbox, mip))
         if self.info.scale(mip).sharding is None:
-            store, keys = self.kv._store, [self.chunk_key(c, mip) for c in chunks]
+            store, keys = self.kv._store, [self.chunk_key(c, mip) + suffix for c in chunks]
         else:
             store, keys = self._shard_kvstore(mip), [self._chunk_id(c, mip) for c in chunks]
         futures = [store.read(k, byte_range=slice(0, 0)) for k in keys]

@@ -1,0 +1,218 @@
+"""Transfer: copy one mip of a layer to a new layer, changing what the user asks for.
+
+Rechunk, re-encode, crop (--bounds), translate, sharded <-> unsharded, between any stores, with
+optional downsampling in the same pass (each task writes its block and every new mip from it).
+When nothing about the chunk files changes, they are copied as they are (the fast path). Layers
+that CloudVolume or Igneous wrote with ``.gz``/``.br`` chunk files are read too, so transfer is
+the migration path for old data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import LayerError, PumiceError
+from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, grid_blocks, vec
+from ..plan import Plan, Stage, Task, register
+from ..storage import provenance, urls
+from ..storage.info import LayerInfo, Scale, check_encoding, choose_sharding, scale_key, write_unit
+from ..storage.layer import Layer
+from .downsample import write_levels
+from .pyramid import plan_factors, plan_pyramid, resolve_method, shard_for_block, strides
+
+DEFAULT_MEMORY = 256 * 2**20
+
+
+def _missing_error(src: Layer, mip: int, box: Bbox, suffix: str) -> None:
+    missing = src.missing_chunks(box, mip, suffix)
+    if missing:
+        raise LayerError(f"mip {mip} of {urls.display(src.url)} has no chunk at {missing[0]} "
+                         f"({len(missing)} missing in this block); pass --fill-missing to read missing chunks as zeros")
+
+
+@register("transfer")
+@dataclass(frozen=True)
+class TransferTask(Task):
+    src: str
+    mip: int
+    dest: str
+    bbox: tuple  # destination voxels at its mip 0
+    translate: tuple
+    suffix: str = ""  # "" or CloudVolume's ".gz"/".br" chunk files
+    fill_missing: bool = False
+    factors: tuple = ()
+    method: str = "average"
+    sparse: bool = False
+
+    def run(self) -> dict[str, Any]:
+        src, dest = Layer.open(self.src), Layer.open(self.dest)
+        box = Bbox.from_list(self.bbox)
+        source_box = box.translate([-t for t in self.translate])
+        if not self.fill_missing:
+            _missing_error(src, self.mip, source_box, self.suffix)
+        data = src.read(source_box, self.mip, legacy=bool(self.suffix))
+        dest.write(box, data, 0)
+        written = box.size
+        if self.factors:
+            written += write_levels(dest, 0, box, data, [tuple(f) for f in self.factors], self.method, self.sparse)
+        return {"voxels": box.size, "voxels_written": written}
+
+
+@register("transfer.copy")
+@dataclass(frozen=True)
+class CopyChunksTask(Task):
+    """The fast path: chunk (or shard) files copied byte for byte."""
+
+    src: str
+    mip: int
+    dest: str
+    bbox: tuple  # whole write units, in voxels of both layers (nothing moves)
+
+    def run(self) -> dict[str, Any]:
+        src, dest = Layer.open(self.src), Layer.open(self.dest)
+        box = Bbox.from_list(self.bbox)
+        scale = src.info.scale(self.mip)
+        if scale.sharding is None:
+            names = [src.chunk_key(c, self.mip) for c in src.chunk_boxes(box, self.mip)]
+            names = [n + s for n in names for s in ("", ".gz", ".br")]
+        else:
+            names = [src.shard_file(s, self.mip) for s in grid_blocks(box, write_unit(scale), scale.voxel_offset)]
+        futures = [(name, src.kv._store.read(name)) for name in names]
+        dest_key = dest.info.scale(0).key
+        copied = 0
+        writes = []
+        for name, future in futures:
+            result = future.result()
+            if result.state == "value":
+                writes.append(dest.kv._store.write(dest_key + "/" + name.split("/", 1)[1], result.value))
+                copied += len(result.value)
+        for w in writes:
+            w.result()
+        return {"voxels": box.size, "bytes_copied": copied}
+
+
+def plan(
+    src: str,
+    dest: str,
+    *,
+    mip: int = 0,
+    bounds: Bbox | None = None,
+    translate: Sequence[int] = (0, 0, 0),
+    chunk_size: Sequence[int] | None = None,
+    encoding: str | None = None,
+    sharded: bool | None = None,
+    num_mips: int = 0,
+    factor: str | Sequence[int] = "auto",
+    method: str = "auto",
+    sparse: bool = False,
+    force: bool = False,
+    fill_missing: bool = False,
+    memory: int = DEFAULT_MEMORY,
+    dry_run: bool = False,
+) -> tuple[Plan, list[str]]:
+    notes: list[str] = []
+    source = Layer.open(src)
+    dest = urls.normalize(dest)
+    if not urls.is_writable(dest):
+        raise PumiceError(f"cannot transfer into {dest}: http(s) locations are read-only")
+    if urls.normalize(src) == dest:
+        raise PumiceError("source and destination are the same layer; transfer into a new location")
+    sinfo = source.info
+    sscale = sinfo.scale(mip)
+    region = sscale.bounds
+    if bounds is not None:
+        if bounds.empty() or not sscale.bounds.contains(bounds):
+            raise PumiceError(f"--bounds {bounds} lies outside mip {mip}'s volume {sscale.bounds}; choose bounds inside it")
+        region = bounds
+    translate = vec(translate)
+    target = region.translate(translate)
+    encoding = encoding or sscale.encoding
+    check_encoding(sinfo.type, sinfo.data_type, encoding, sinfo.num_channels)
+    sharded = (sscale.sharding is not None) if sharded is None else sharded
+    method = resolve_method(sinfo.type, sinfo.data_type, method, force) if num_mips else method
+    base = Scale(key=sscale.key if sscale.key else scale_key(sscale.resolution), size=target.shape,
+                 resolution=sscale.resolution, voxel_offset=target.minpt, chunk_size=vec(chunk_size or sscale.chunk_size),
+                 encoding=encoding, compressed_segmentation_block_size=(
+                     sscale.compressed_segmentation_block_size or (8, 8, 8)) if encoding == "compressed_segmentation" else None)
+    info = LayerInfo(sinfo.type, sinfo.data_type, sinfo.num_channels, (base,),
+                     {k: v for k, v in sinfo.extra.items() if k in ("segment_properties",)})
+    bytes_per_voxel = sinfo.num_channels * sinfo.dtype.itemsize * (4 if num_mips else 3) + (4 if num_mips else 0)
+    factors = plan_factors(base, factor, num_mips) if num_mips else []
+    data_encoding = "raw" if encoding in ("jpeg", "png") else "gzip"
+    if factors:
+        pyramid = plan_pyramid(info, 0, factors, chunk_size=None, encoding=None, sharded=sharded, budget=memory,
+                               bytes_per_voxel=bytes_per_voxel, choose_block=choose_block)
+        block = pyramid.block
+        if sharded:
+            base = replace(base, sharding=shard_for_block(base, block, data_encoding))
+        info = replace(info, scales=(base, *pyramid.scales))
+        tail = strides(factors)[-1]
+    else:
+        if sharded:
+            base = replace(base, sharding=choose_sharding(base.size, base.chunk_size, sinfo.dtype.itemsize * sinfo.num_channels,
+                                                          encoding, shard_bytes=max(base.chunk_size[0], memory // bytes_per_voxel)))
+        info = replace(info, scales=(base,))
+        block = choose_block(base.bounds, write_unit(base), bytes_per_voxel, memory)
+        tail = (0, 0, 0)
+
+    suffix = source.chunk_suffix(mip) if sscale.sharding is None else ""
+    if suffix is None:
+        suffix = ""
+        notes.append(f"mip {mip} of {urls.display(source.url)} seems to have no chunks written yet")
+    if suffix:
+        notes.append(f"reading CloudVolume-compressed chunk files ({suffix})")
+    fast = (not factors and not any(translate) and base.chunk_size == sscale.chunk_size and base.encoding == sscale.encoding
+            and base.compressed_segmentation_block_size == sscale.compressed_segmentation_block_size
+            and (base.sharding is None) == (sscale.sharding is None)
+            and (sscale.sharding is None or region == sscale.bounds)  # shards move whole, with their parameters
+            and target.is_aligned(write_unit(sscale), sscale.voxel_offset, sscale.bounds))
+    if fast and sscale.sharding is not None:
+        info = replace(info, scales=(replace(base, sharding=sscale.sharding),))
+        block = choose_block(base.bounds, write_unit(sscale), bytes_per_voxel, memory)
+
+    existed = Layer.check_compatible(dest, info)
+    from ..storage.kv import open_kv
+
+    fresh = not existed and not open_kv(dest).list()
+    if not dry_run:
+        Layer.create(dest, info)
+
+    common = dict(src=source.url, mip=mip, dest=dest)
+
+    def tasks():
+        for box in grid_blocks(target, block, base.voxel_offset, tail):
+            if fast:
+                yield CopyChunksTask(bbox=tuple(box.to_list()), **common)
+            else:
+                yield TransferTask(bbox=tuple(box.to_list()), translate=tuple(translate), suffix=suffix,
+                                   fill_missing=fill_missing, factors=tuple(tuple(f) for f in factors), method=method,
+                                   sparse=sparse, **common)
+
+    params = {"src": source.url, "mip": mip, "region": region.to_list(), "translate": list(translate),
+              "info": info.to_json(), "block": list(block), "fast": fast, "method": method, "sparse": sparse,
+              "fill_missing": fill_missing}
+    description = {
+        "source": f"{urls.display(source.url)} mip {mip} ({sscale.key}): {sinfo.type} {sinfo.data_type} x {sinfo.num_channels}, "
+                  f"region {region}",
+        "destination": urls.display(dest),
+        "scales": [f"mip {i} {s.key}: size {_fmt(s.size)}, offset {_fmt(s.voxel_offset)}, chunk {_fmt(s.chunk_size)}, "
+                   f"{s.encoding}{', sharded' if s.sharding else ''}" for i, s in enumerate(info.scales)],
+        "mode": "copy chunk files unchanged (fast path)" if fast else "decode and re-encode",
+        "block": _fmt(block),
+        "memory_per_task": format_bytes(float(np.prod(block)) * bytes_per_voxel),
+        "voxels": target.size,
+        "fresh_destination": fresh,
+    }
+    result = Plan("transfer", dest, params,
+                  [Stage("transfer", tasks, count_grid_blocks(target, block, base.voxel_offset, tail))],
+                  description=description)
+    result.finish = lambda: provenance.record(dest, "transfer", {k: v for k, v in params.items() if k != "info"},
+                                              result.job_id, sources=[urls.display(source.url)])
+    return result, notes
+
+
+def _fmt(v: Sequence) -> str:
+    return ",".join(str(int(x)) for x in v)
