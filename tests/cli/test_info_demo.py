@@ -51,6 +51,10 @@ def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
     assert em.layer_type == "image" and seg.layer_type == "segmentation"
     np.testing.assert_array_equal(em[:, :, :][..., 0], image.transpose(2, 1, 0))
     np.testing.assert_array_equal(seg[:, :, :][..., 0], labels.transpose(2, 1, 0))
+    for layer in (em, seg):  # a pyramid: at least one mip above the first
+        assert len(layer.info["scales"]) >= 2
+    em1 = CloudVolume(f"file://{tmp_path}/demo/em", mip=1)
+    assert em1.shape[0] == 128 and em1[em1.bounds].mean() > 50
     with h5py.File(tmp_path / "demo" / "sources" / "labels.h5") as f:
         assert f["labels"].shape == SAMPLE_SHAPE_ZYX
     # Deterministic: a second run in the same folder gives the same bytes.

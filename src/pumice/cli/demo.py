@@ -63,9 +63,12 @@ def run(args: argparse.Namespace) -> int:
 
     em, seg = root / "em", root / "segmentation"
     steps = [
-        ("ingest the image stack", ["ingest", str(sections), str(em), "--resolution", RESOLUTION, "--restart", *workers]),
+        ("ingest the image stack", ["ingest", str(sections), str(em), "--resolution", RESOLUTION, "--chunk-size", "64,64,64",
+                                    "--restart", *workers]),
         ("ingest the segmentation", ["ingest", f"{labels_file}:/labels", str(seg), "--resolution", RESOLUTION,
                                      "--restart", *workers]),
+        ("downsample the image (average)", ["downsample", str(em), "--restart", *workers]),
+        ("downsample the segmentation (mode)", ["downsample", str(seg), "--restart", *workers]),
         ("the image layer", ["info", str(em)]),
         ("the segmentation layer", ["info", str(seg)]),
     ]
