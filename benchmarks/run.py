@@ -101,7 +101,137 @@ def show_ingest(r: dict) -> None:
               f"{row['in_run_mvx_per_s']:.0f} MVx/s in-run, peak RSS per process {row['peak_rss_mib']:.0f} MiB")
 
 
-BENCHMARKS = {"ingest": (bench_ingest, show_ingest)}
+# -- downsample and transfer: beside the in-memory bound, and Igneous's figures on this machine -------
+
+IGNEOUS = {"downsample_image": 1.1, "downsample_segmentation": 2.5, "transfer_image": 2.9}  # seconds, 2 processes
+
+
+def _em_tiles(shape_zyx: tuple[int, int, int], labels: bool) -> np.ndarray:
+    """A large EM-like volume tiled from the built-in sample (realistic compressibility)."""
+    from pumice.sample import make_em_sample
+
+    image, seg = make_em_sample((64, 256, 256), seed=1)
+    tile = seg.astype(np.uint64) if labels else image
+    reps = [-(-n // t) for n, t in zip(shape_zyx, tile.shape)]
+    out = np.tile(tile, reps)[: shape_zyx[0], : shape_zyx[1], : shape_zyx[2]]
+    if labels:  # every tile its own ids
+        z, y, x = np.meshgrid(*[np.arange(n) // t for n, t in zip(shape_zyx, tile.shape)], indexing="ij")
+        out = out + ((z * reps[1] + y) * reps[2] + x).astype(np.uint64) * np.uint64(10**6)
+    return np.ascontiguousarray(out)
+
+
+def _source_layer(work: Path, name: str, shape_zyx, labels: bool, chunk: str, resolution: str) -> tuple[Path, int]:
+    layer = work / name
+    if not (layer / "info").exists():
+        np.save(work / f"{name}.npy", _em_tiles(shape_zyx, labels))
+        _pumice("ingest", str(work / f"{name}.npy"), str(layer), "--resolution", resolution, "--chunk-size", chunk,
+                "--no-progress")
+        (work / f"{name}.npy").unlink()
+    return layer, int(np.prod(shape_zyx))
+
+
+def _layer_bytes(path: Path, keys: list[str]) -> int:
+    return sum(f.stat().st_size for k in keys for f in (path / k).rglob("*") if f.is_file())
+
+
+def _bound(source: Path, factor: tuple, mips: int, chunk: list[int] | None, out: Path) -> float:
+    """One process, everything in memory: TensorStore reads the source whole, tinybrain makes the
+    mips (or nothing, for a transfer), TensorStore writes them."""
+    import json
+
+    import tensorstore as ts
+    import tinybrain
+
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    src = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{source}/"}).result()
+    data = src.read(order="F").result()
+    info = json.loads((source / "info").read_text())
+    scale = info["scales"][0]
+    if mips:
+        kind = tinybrain.downsample_segmentation if info["type"] == "segmentation" else tinybrain.downsample_with_averaging
+        levels = kind(data, factor, num_mips=mips)
+    else:
+        levels = [data]
+    writes = []
+    for i, level in enumerate(levels, start=1 if mips else 0):
+        res = [r * f**i for r, f in zip(scale["resolution"], factor)] if mips else scale["resolution"]
+        spec = {"driver": "neuroglancer_precomputed", "kvstore": f"file://{out}/", "create": True,
+                "multiscale_metadata": {"type": info["type"], "data_type": info["data_type"], "num_channels": 1},
+                "scale_metadata": {"resolution": res, "size": list(level.shape[:3]), "voxel_offset": [0, 0, 0],
+                                   "chunk_size": chunk or scale["chunk_sizes"][0], "encoding": scale["encoding"]}}
+        store = ts.open(spec).result()
+        writes.append(store.write(level))
+    for w in writes:
+        w.result()
+    return time.perf_counter() - start
+
+
+def _pyramid_runs(source: Path, voxels: int, work: Path, cli_args: list[str], keys: list[str]) -> list[dict]:
+    rows = []
+    for sharded in (False, True):
+        best = None
+        for _ in range(REPEATS):
+            target = work / "run"
+            shutil.rmtree(target, ignore_errors=True)
+            if cli_args[0] == "downsample":
+                shutil.copytree(source, target)
+                args = ["downsample", str(target), *cli_args[1:]]
+            else:
+                args = ["transfer", str(source), str(target), *cli_args[1:]]
+            seconds, rss, out = _pumice(*args, "--workers", "2", "--no-progress", *(["--sharded"] if sharded else []))
+            in_run = float(re.search(r"finished in ([0-9.]+) s", out).group(1))
+            if best is None or seconds < best["seconds"]:
+                best = {"sharded": sharded, "seconds": seconds, "in_run_seconds": in_run, "mvx_per_s": voxels / 1e6 / seconds,
+                        "peak_rss_mib": rss / 2**20, "output_bytes": _layer_bytes(target, keys)}
+        rows.append(best)
+    return rows
+
+
+def bench_downsample_image(work: Path) -> dict:
+    source, voxels = _source_layer(work, "image_1024", (256, 1024, 1024), False, "128,128,32", "4,4,40")
+    bound = min(_bound(source, (2, 2, 1), 3, None, work / "bound") for _ in range(REPEATS))
+    rows = _pyramid_runs(source, voxels, work, ["downsample", "--num-mips", "3", "--factor", "2,2,1"],
+                         ["8_8_40", "16_16_40", "32_32_40"])
+    return {"work": "1024 x 1024 x 256 uint8 raw, chunk 128,128,32 -> 3 mips 2,2,1", "voxels": voxels,
+            "bound_seconds": bound, "igneous_seconds": IGNEOUS["downsample_image"], "runs": rows}
+
+
+def bench_downsample_segmentation(work: Path) -> dict:
+    source, voxels = _source_layer(work, "seg_512", (512, 512, 512), True, "64,64,64", "8,8,8")
+    bound = min(_bound(source, (2, 2, 2), 3, None, work / "bound") for _ in range(REPEATS))
+    rows = _pyramid_runs(source, voxels, work, ["downsample", "--num-mips", "3", "--factor", "2,2,2"],
+                         ["16_16_16", "32_32_32", "64_64_64"])
+    return {"work": "512^3 uint64 compressed_segmentation, chunk 64^3 -> 3 mips 2,2,2", "voxels": voxels,
+            "bound_seconds": bound, "igneous_seconds": IGNEOUS["downsample_segmentation"], "runs": rows}
+
+
+def bench_transfer_image(work: Path) -> dict:
+    source, voxels = _source_layer(work, "image_1024", (256, 1024, 1024), False, "128,128,32", "4,4,40")
+    bound = min(_bound(source, (1, 1, 1), 0, [64, 64, 64], work / "bound") for _ in range(REPEATS))
+    rows = _pyramid_runs(source, voxels, work, ["transfer", "--chunk-size", "64,64,64"], ["4_4_40"])
+    return {"work": "the 1024 x 1024 x 256 uint8 image rechunked to 64^3", "voxels": voxels,
+            "bound_seconds": bound, "igneous_seconds": IGNEOUS["transfer_image"], "runs": rows}
+
+
+def show_pyramid(r: dict) -> None:
+    v = r["voxels"] / 1e6
+    print(f"{r['work']}")
+    print(f"  bound (TensorStore + tinybrain in memory, 1 process): {r['bound_seconds']:.2f} s = {v / r['bound_seconds']:.0f} MVx/s")
+    print(f"  Igneous, 2 processes (reference): {r['igneous_seconds']:.2f} s = {v / r['igneous_seconds']:.0f} MVx/s")
+    for row in r["runs"]:
+        print(f"  pumice, 2 workers, {'sharded gzip' if row['sharded'] else 'unsharded   '}: {row['seconds']:.2f} s wall "
+              f"({v / row['seconds']:.0f} MVx/s; {row['in_run_seconds']:.2f} s in-run = {v / row['in_run_seconds']:.0f} MVx/s), "
+              f"{r['igneous_seconds'] / row['seconds']:.2f}x Igneous, peak RSS {row['peak_rss_mib']:.0f} MiB, "
+              f"output {row['output_bytes'] / 2**20:.1f} MiB")
+
+
+BENCHMARKS = {
+    "ingest": (bench_ingest, show_ingest),
+    "downsample_image": (bench_downsample_image, show_pyramid),
+    "downsample_segmentation": (bench_downsample_segmentation, show_pyramid),
+    "transfer_image": (bench_transfer_image, show_pyramid),
+}
 
 
 def main(names: list[str]) -> int:
