@@ -21,6 +21,11 @@ from .info import LayerInfo, write_unit
 from .kv import KV, context, open_kv
 
 
+# libdeflate level 1: on EM data the same ratio as level 6 (0.74 vs 0.74 on the benchmark image)
+# at 1.6x the speed; gzip dominated sharded writes.
+GZIP_LEVEL = 1
+
+
 class Layer:
     def __init__(self, url: str, info: LayerInfo):
         self.url = urls.normalize(url)
@@ -233,40 +238,53 @@ class Layer:
             data = data[..., np.newaxis]
         if tuple(data.shape) != (*bbox.shape, self.info.num_channels):
             raise LayerError(f"data shape {data.shape} does not match box {bbox} x {self.info.num_channels} channels")
+        data = np.asarray(data, dtype=self.info.dtype)
+        if self.info.scale(mip).sharding is not None:
+            if skip_value not in (None, 0):
+                raise LayerError("--delete-background with a non-zero --background-color needs an unsharded scale")
+            self._write_shards(bbox, data, mip, keep_zero_chunks=skip_value is None)
+            return
         view = self.store(mip)[bbox.minpt[0] : bbox.maxpt[0], bbox.minpt[1] : bbox.maxpt[1], bbox.minpt[2] : bbox.maxpt[2]]
-        view.write(np.asarray(data, dtype=self.info.dtype)).result()
-        sharded = self.info.scale(mip).sharding is not None
-        if sharded and skip_value not in (None, 0):
-            raise LayerError("--delete-background with a non-zero --background-color needs an unsharded scale")
-        if sharded and skip_value is None:
-            self._store_zero_chunks(bbox, data, mip)
-        elif not sharded and skip_value is not None:
+        view.write(data).result()
+        if skip_value is not None:
             empty = [self.chunk_key(c, mip) for c in grid_blocks(bbox, self.chunk_size(mip), self.info.scale(mip).voxel_offset)
                      if not (data[c.slices(bbox.minpt)] != skip_value).any()]
             for key in empty:
                 self.kv.delete(key)
 
-    def _store_zero_chunks(self, bbox: Bbox, data: np.ndarray, mip: int) -> None:
-        """Put all-zero chunks into the shards just written.
+    def _write_shards(self, bbox: Bbox, data: np.ndarray, mip: int, keep_zero_chunks: bool) -> None:
+        """Write the whole shards of ``bbox``.
 
-        TensorStore leaves chunks equal to the fill value out of shards (it ignores
-        store_data_equal_to_fill_value there), and CloudVolume refuses a missing chunk. The chunks
-        are encoded by TensorStore and written through its sharded kvstore; only ids are ours.
+        TensorStore encodes the chunks (into a private memory store, unsharded, with this scale's
+        geometry) and builds the shards (through its neuroglancer_uint64_sharded kvstore); libdeflate
+        does the gzip in between, 2.5x faster than the zlib TensorStore would use, which dominated
+        sharded writes. Chunks equal to zero are kept (CloudVolume refuses a missing chunk), which
+        TensorStore's own sharded writer would leave out.
         """
-        scale = self.info.scale(mip)
-        missing: dict[bytes, bytes] = {}
-        for chunk in grid_blocks(bbox, scale.chunk_size, scale.voxel_offset):
-            if data[chunk.slices(bbox.minpt)].any():
-                continue
-            missing[self._chunk_id(chunk, mip)] = _zero_chunk(self.info, mip, chunk.shape)
-        if not missing:
-            return
-        shards = self._shard_kvstore(mip)
-        txn = ts.Transaction()
-        for key, value in missing.items():
-            shards.with_transaction(txn).write(key, value)
-        txn.commit_async().result()
+        import deflate
 
+        scale = self.info.scale(mip)
+        scratch = ts.Context()
+        memory = ts.KvStore.open({"driver": "memory"}, context=scratch).result()
+        one = LayerInfo(self.info.type, self.info.data_type, self.info.num_channels, (replace(scale, key="s", sharding=None),))
+        memory.write("info", json.dumps(one.to_json())).result()
+        encoder = ts.open({"driver": "neuroglancer_precomputed", "kvstore": {"driver": "memory"},
+                           "store_data_equal_to_fill_value": keep_zero_chunks}, context=scratch).result()
+        encoder[bbox.minpt[0] : bbox.maxpt[0], bbox.minpt[1] : bbox.maxpt[1], bbox.minpt[2] : bbox.maxpt[2]].write(data).result()
+        keys = [k.decode() for k in memory.list().result() if k.startswith(b"s/")]
+        values = [memory.read(k) for k in keys]
+        gzip_data = scale.sharding.get("data_encoding") == "gzip"
+        shards = ts.KvStore.open({"driver": "neuroglancer_uint64_sharded",
+                                  "base": urls.kvstore_spec(urls.join(self.url, scale.key)),
+                                  "metadata": {**scale.sharding, "data_encoding": "raw"}}, context=context()).result()
+        txn = ts.Transaction()
+        for key, value in zip(keys, values):
+            x, y, z = (tuple(int(v) for v in part.split("-")) for part in key[2:].split("_"))
+            chunk = Bbox((x[0], y[0], z[0]), (x[1], y[1], z[1]))
+            encoded = bytes(value.result().value)
+            shards.with_transaction(txn).write(self._chunk_id(chunk, mip),
+                                               bytes(deflate.gzip_compress(encoded, GZIP_LEVEL)) if gzip_data else encoded)
+        txn.commit_async().result()
 
 def compressed_morton_code(position: Sequence[int], grid: Sequence[int]) -> int:
     """Neuroglancer's chunk id in a sharded scale: the grid position's bits interleaved x, y, z,
@@ -279,26 +297,6 @@ def compressed_morton_code(position: Sequence[int], grid: Sequence[int]) -> int:
                 code |= ((position[axis] >> i) & 1) << out
                 out += 1
     return code
-
-
-_ZERO_CHUNKS: dict[tuple, bytes] = {}
-
-
-def _zero_chunk(info: LayerInfo, mip: int, shape: Sequence[int]) -> bytes:
-    """An all-zero chunk of ``shape`` in the scale's encoding, encoded by TensorStore (cached)."""
-    scale = info.scale(mip)
-    key = (info.data_type, info.num_channels, scale.encoding, tuple(shape), scale.compressed_segmentation_block_size)
-    if key not in _ZERO_CHUNKS:
-        one = LayerInfo(info.type, info.data_type, info.num_channels,
-                        (replace(scale, key="s", size=vec(shape), voxel_offset=(0, 0, 0), chunk_size=vec(shape), sharding=None),))
-        scratch = ts.Context()  # a private memory store
-        kv = ts.KvStore.open({"driver": "memory"}, context=scratch).result()
-        kv.write("info", json.dumps(one.to_json())).result()
-        store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": {"driver": "memory"},
-                         "store_data_equal_to_fill_value": True}, context=scratch).result()
-        store.write(np.zeros(store.shape, dtype=info.dtype)).result()
-        _ZERO_CHUNKS[key] = bytes(kv.read("s/" + "_".join(f"0-{n}" for n in shape)).result().value)
-    return _ZERO_CHUNKS[key]
 
 
 def incompatibility(old: LayerInfo, new: LayerInfo) -> str | None:
