@@ -26,6 +26,32 @@ SwiftShader; keep these when changing the test):
 * Under those rules no interpolation appears at the borders either: the whole slice is compared.
 * ``viewer.screenshot`` blocks until a client renders with all chunks loaded, and forever if
   none does: it runs in a daemon thread while the Playwright page is pumped, with a deadline.
+
+Higher mips (a layer downsampled by ``pumice downsample --factor 2,2,1``):
+
+* Neuroglancer multiplies the screen pixel size by 1.1 and then takes the coarsest scale whose
+  voxels are not larger than that (``filterVisibleSources``), so ``crossSectionScale = 2**k`` shows
+  mip k (and 1.7 or 2.2 still mip 1, 3.5 mip 2). It draws the coarser scales underneath, so their
+  chunks are fetched too.
+* Mip k's voxel j covers global (mip-0 voxel) coordinates ``[(offset_k + j) * 2**k, ... + 2**k)``:
+  mip-k voxel edges are multiples of 2**k, wherever the mip-0 ``voxel_offset`` lies. The mip-0 rule
+  carries over in those units: with an even canvas, a pixel centre lies at
+  ``position + 2**(k-1)`` modulo 2**k, so x/y must not be an odd multiple of 2**(k-1) (a mip-k
+  voxel centre), or pixel centres land on voxel edges and some pixels show the neighbour (seen:
+  364 of 7680 at mip 1, 133 of 1920 at mip 2). A multiple of 2**k, or a quarter voxel off it,
+  is exact.
+* Every scale is clipped to the bounds of mip 0 (``lowerClipBound`` in the precomputed
+  frontend), not to its own. A pixel is drawn where its centre lies inside the mip-0 bounds, and
+  then shows the mip-k voxel under its centre. Keep pixel centres off the mip-0 bounds too: a
+  centre exactly on one is a tie (the lower one came out excluded).
+* With an offset not divisible by 2**k (here y: 6 at mip 0 -> 6 // 4 = 1 at mip 2, i.e. 4 in
+  mip-0 units), the CloudVolume convention Pumice follows (``voxel_offset // 2**k``, windows
+  starting at the mip-0 offset, ``size = ceil(size / 2**k)``) puts mip k half a mip-k voxel (here
+  2 mip-0 voxels, 8 nm) towards -y of mip 0: Neuroglancer shows mip-2 row j, the average of mip-0
+  rows 6 + 4j .. 9 + 4j, at rows 4 + 4j .. 7 + 4j. Its first row is half clipped away and the
+  last 2 mip-0 rows have no mip-2 voxel. CloudVolume's ``add_scale`` documents the same shift.
+  The test compares the screen with the stored mip, placed as its info says, so it is exact
+  regardless; the offsets are chosen so that mip 1 is aligned and mip 2 is not.
 """
 
 from __future__ import annotations
@@ -69,6 +95,12 @@ HIDDEN = 7  # labelled but not selected
 SCREENSHOT_TIMEOUT = 30.0
 # The same image three ways: plain chunk files, sharded (Range requests), chunk files as .gz.
 IMAGE_LAYERS = ("image", "image_sharded", "image_gz")
+# Another image with `pumice downsample` mips (factor 2,2,1), larger so zoomed out it still fills
+# much of the canvas. Offset: y = 6 is divisible by 2 but not by 4 (see the module docstring).
+PYRAMID = "image_pyramid"
+PYRAMID_SIZE = (192, 160, 12)
+PYRAMID_OFFSET = (4, 6, 2)
+PYRAMID_MIPS = 2
 
 
 def make_layers(root: Path) -> dict[str, Any]:
@@ -95,10 +127,38 @@ def make_layers(root: Path) -> dict[str, Any]:
     assert main(["ingest", str(root / "image.npy"), str(root / "image_sharded"), "--sharded", *common]) == 0
     assert main(["ingest", str(root / "labels.npy"), str(root / "labels"), *common]) == 0  # compressed_segmentation
     return {
-        "dirs": {name: root / name for name in ("image", "image_sharded", "labels")},
+        "dirs": {name: root / name for name in ("image", "image_sharded", "labels", PYRAMID)},
         "image": image,
         "labels": labels,
+        PYRAMID: make_pyramid(root, rng),
     }
+
+
+def make_pyramid(root: Path, rng: np.random.Generator) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """Ingest a random image and add mips with ``pumice downsample``.
+
+    Returns each mip as (voxel_offset, X, Y, Z array), read back with TensorStore.
+    """
+    import tensorstore as ts
+
+    from pumice.cli.main import main
+
+    image = rng.integers(0, 256, size=PYRAMID_SIZE, dtype=np.uint8)
+    np.save(root / "pyramid.npy", image.transpose(2, 1, 0))
+    path = str(root / PYRAMID)
+    assert main(["ingest", str(root / "pyramid.npy"), path, "--resolution", ",".join(map(str, RESOLUTION)),
+                 "--offset", ",".join(map(str, PYRAMID_OFFSET)), "--chunk-size", ",".join(map(str, CHUNK)),
+                 "--no-progress", "--workers", "1"]) == 0
+    assert main(["downsample", path, "--num-mips", str(PYRAMID_MIPS), "--factor", "2,2,1",
+                 "--workers", "1", "--no-progress"]) == 0
+    mips = []
+    for k in range(PYRAMID_MIPS + 1):
+        store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{root / PYRAMID}/",
+                         "scale_index": k}).result()
+        origin = tuple(int(v) for v in store.domain.origin[:3])
+        mips.append((origin, np.asarray(store.read().result())[..., 0]))
+    assert np.array_equal(mips[0][1], image)
+    return mips
 
 
 def gzip_copy(src: Path, dst: Path) -> Path:
@@ -184,11 +244,11 @@ def browser_viewer(layers: dict[str, Any]) -> Iterator[Session]:
 
     try:
         # What `pumice view IMAGE... LABELS` sets up, with the test's initial segments and layout.
-        served = serve([str(layers["dirs"][name]) for name in (*IMAGE_LAYERS, "labels")],
+        served = serve([str(layers["dirs"][name]) for name in (*IMAGE_LAYERS, PYRAMID, "labels")],
                        segments={"labels": list(SHOWN)}, layout="xy")
         with served.server as files:
             viewer, url = served.viewer, served.url
-            assert [t for _, _, t in served.sources] == ["image"] * 3 + ["segmentation"]
+            assert [t for _, _, t in served.sources] == ["image"] * 4 + ["segmentation"]
             with viewer.txn() as s:
                 s.dimensions = neuroglancer.CoordinateSpace(
                     names=["x", "y", "z"], units="nm", scales=list(RESOLUTION)
@@ -200,7 +260,7 @@ def browser_viewer(layers: dict[str, Any]) -> Iterator[Session]:
                 s.cross_section_background_color = "#%02x%02x%02x" % BACKGROUND
                 s.selected_layer.visible = False
                 s.statistics.visible = False
-                for name in IMAGE_LAYERS:
+                for name in (*IMAGE_LAYERS, PYRAMID):
                     image = s.layers[name]
                     image.opacity = 1.0
                     image.shader = "void main() { emitGrayscale(toNormalized(getDataValue())); }"
@@ -369,3 +429,86 @@ def test_segmentation_default_colours(browser_viewer: Session, layers: dict[str,
         assert tuple(region[0]) not in (BACKGROUND, colours[1], colours[2])
     finally:
         select_segments(viewer, "labels", list(SHOWN))
+
+
+# --------------------------------------------------------------------------------------------
+# Higher mips
+
+
+def expected_view(mips: list[tuple[tuple[int, ...], np.ndarray]], k: int, z_index: int,
+                  position: tuple[float, float], scale: float, *, check_ties: bool = True) -> np.ndarray:
+    """The canvas (rows, columns, RGB) if the client drew slice ``z_index`` of mip ``k``.
+
+    Screen x/y are global coordinates in mip-0 voxels (the display dimensions are the mip-0
+    voxel size). A pixel shows the mip-k voxel under its centre where that centre lies inside
+    the mip-0 bounds (Neuroglancer clips every scale to them), and background elsewhere.
+    ``check_ties=False`` for the wrong-mip pictures, which may take either side of a tie.
+    """
+    (origin0, level0), (origin, level) = mips[0], mips[k]
+    f = 2**k  # x/y factor of mip k (2,2,1 per mip)
+    indices = []
+    for axis, n in ((0, CANVAS[0]), (1, CANVAS[1])):
+        centres = position[axis] + (np.arange(n) + 0.5 - n / 2) * scale
+        # The exactness rules: no pixel centre on a mip-k voxel edge or on the mip-0 bounds.
+        lo, hi = origin0[axis], origin0[axis] + level0.shape[axis]
+        if check_ties:
+            assert not np.any(centres % f == 0), f"pixel centres on mip-{k} voxel edges along axis {axis}"
+            assert not np.any((centres == lo) | (centres == hi)), f"pixel centres on the mip-0 bounds, axis {axis}"
+        index = np.floor(centres / f).astype(int) - origin[axis]
+        index[(centres < lo) | (centres > hi) | (index < 0) | (index >= level.shape[axis])] = -1
+        indices.append(index)
+    ix, iy = indices
+    out = np.empty((CANVAS[1], CANVAS[0], 3), dtype=np.uint8)
+    out[:] = BACKGROUND
+    rows, cols = np.nonzero(iy >= 0)[0], np.nonzero(ix >= 0)[0]
+    grey = level[:, :, z_index][np.ix_(ix[cols], iy[rows])].T  # screen rows are y
+    out[np.ix_(rows, cols)] = grey[..., None]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    ("mip", "position", "z_index"),
+    [
+        # The volume's centre, (100, 86): a mip-1 voxel edge, so pixel centres sample voxel centres.
+        (1, (100, 86), 5),
+        # y = 86 is a mip-2 voxel centre and 84 puts a pixel centre on the mip-0 lower bound
+        # (y = 6); 85 is a quarter mip-2 voxel off an edge (see the module docstring).
+        (2, (100, 85), 9),
+    ],
+)
+def test_downsampled_slice_pixel_exact(
+    browser_viewer: Session, layers: dict[str, Any], mip: int, position: tuple[float, float], z_index: int
+) -> None:
+    """Zoomed out, the client shows the slice of a ``pumice downsample`` mip, voxel for voxel."""
+    viewer, page = browser_viewer.viewer, browser_viewer.page
+    mips = layers[PYRAMID]
+    # CloudVolume's offsets: floor-divided, so mip 2 starts at y = 1 * 4, before the data (6).
+    assert [origin for origin, _ in mips] == [(4, 6, 2), (2, 3, 2), (1, 1, 2)]
+    assert [level.shape for _, level in mips] == [(192, 160, 12), (96, 80, 12), (48, 40, 12)]
+    scale = 2.0**mip  # one screen pixel per mip-k voxel
+    with viewer.txn() as s:
+        s.cross_section_scale = scale
+        s.position = [*position, PYRAMID_OFFSET[2] + z_index + 0.5]  # z is not downsampled
+        for layer in s.layers:
+            layer.visible = layer.name == PYRAMID
+    try:
+        pixels = screenshot(viewer, page)
+    finally:
+        with viewer.txn() as s:
+            s.cross_section_scale = 1  # what the other tests expect
+    want = expected_view(mips, mip, z_index, position, scale)
+    drawn = np.any(want != BACKGROUND, axis=-1)
+    assert drawn.sum() >= 0.9 * mips[mip][1][:, :, 0].size  # (nearly) the whole slice is on screen
+    assert np.all(pixels[..., 3] == 255)
+    diff = np.any(pixels[..., :3] != want, axis=-1)
+    assert not diff.any(), f"{diff.sum()} of {diff.size} pixels differ from mip {mip}, slice {z_index}"
+    # It is really mip `mip` on screen: every other mip, sampled the same way (mip 0 subsampled,
+    # coarser mips blown up), is far off.
+    for other in range(PYRAMID_MIPS + 1):
+        if other != mip:
+            wrong = np.any(expected_view(mips, other, z_index, position, scale, check_ties=False) != want, axis=-1)
+            assert wrong[drawn].mean() > 0.9, f"mip {other} looks like mip {mip}: the check proves nothing"
+    key = "_".join(str(r * f) for r, f in zip(RESOLUTION, (2**mip, 2**mip, 1)))
+    assert any(f"/{PYRAMID}/{key}/" in r[0] and r[1] == 200 for r in browser_viewer.responses)
