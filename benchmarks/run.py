@@ -188,22 +188,24 @@ def _pyramid_runs(source: Path, voxels: int, work: Path, cli_args: list[str], ke
     return rows
 
 
+def _bench_pyramid(work: Path, name: str, shape_zyx, labels: bool, chunk: str, resolution: str, factor: tuple,
+                   keys: list[str], what: str, igneous: str) -> dict:
+    source, voxels = _source_layer(work, name, shape_zyx, labels, chunk, resolution)
+    bound = min(_bound(source, factor, 3, None, work / "bound") for _ in range(REPEATS))
+    rows = _pyramid_runs(source, voxels, work, ["downsample", "--num-mips", "3", "--factor", ",".join(map(str, factor))], keys)
+    return {"work": what, "voxels": voxels, "bound_seconds": bound, "igneous_seconds": IGNEOUS[igneous], "runs": rows}
+
+
 def bench_downsample_image(work: Path) -> dict:
-    source, voxels = _source_layer(work, "image_1024", (256, 1024, 1024), False, "128,128,32", "4,4,40")
-    bound = min(_bound(source, (2, 2, 1), 3, None, work / "bound") for _ in range(REPEATS))
-    rows = _pyramid_runs(source, voxels, work, ["downsample", "--num-mips", "3", "--factor", "2,2,1"],
-                         ["8_8_40", "16_16_40", "32_32_40"])
-    return {"work": "1024 x 1024 x 256 uint8 raw, chunk 128,128,32 -> 3 mips 2,2,1", "voxels": voxels,
-            "bound_seconds": bound, "igneous_seconds": IGNEOUS["downsample_image"], "runs": rows}
+    return _bench_pyramid(work, "image_1024", (256, 1024, 1024), False, "128,128,32", "4,4,40", (2, 2, 1),
+                          ["8_8_40", "16_16_40", "32_32_40"], "1024 x 1024 x 256 uint8 raw, chunk 128,128,32 -> 3 mips 2,2,1",
+                          "downsample_image")
 
 
 def bench_downsample_segmentation(work: Path) -> dict:
-    source, voxels = _source_layer(work, "seg_512", (512, 512, 512), True, "64,64,64", "8,8,8")
-    bound = min(_bound(source, (2, 2, 2), 3, None, work / "bound") for _ in range(REPEATS))
-    rows = _pyramid_runs(source, voxels, work, ["downsample", "--num-mips", "3", "--factor", "2,2,2"],
-                         ["16_16_16", "32_32_32", "64_64_64"])
-    return {"work": "512^3 uint64 compressed_segmentation, chunk 64^3 -> 3 mips 2,2,2", "voxels": voxels,
-            "bound_seconds": bound, "igneous_seconds": IGNEOUS["downsample_segmentation"], "runs": rows}
+    return _bench_pyramid(work, "seg_512", (512, 512, 512), True, "64,64,64", "8,8,8", (2, 2, 2),
+                          ["16_16_16", "32_32_32", "64_64_64"], "512^3 uint64 compressed_segmentation, chunk 64^3 -> 3 mips 2,2,2",
+                          "downsample_segmentation")
 
 
 def bench_transfer_image(work: Path) -> dict:

@@ -25,6 +25,11 @@ def vec(values: Sequence[int | float] | np.ndarray) -> Vec:
     return values  # type: ignore[return-value]
 
 
+def format_vec(values: Sequence) -> str:
+    """``1,2,3`` (floats without trailing zeros): how vectors are shown and typed."""
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(int(v)) for v in values)
+
+
 def parse_vec(text: str, name: str, *, kind: type = int, positive: bool = False) -> tuple:
     """Parse a user's ``X,Y,Z`` option; bad text raises a PumiceError naming the option."""
     parts = [p.strip() for p in str(text).split(",")]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any
 
 from ..errors import PumiceError
 from ..execution import local
@@ -119,6 +118,3 @@ def summary(plan: Plan, report: local.RunReport) -> str:
         text += " Nothing to do: pass --restart to redo it."
     return text
 
-
-def describe_vec(values: Any) -> str:
-    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)

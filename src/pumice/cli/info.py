@@ -9,7 +9,7 @@ from typing import Any
 from ..execution.ledger import jobs
 from ..storage import provenance, urls
 from ..storage.layer import Layer
-from .common import describe_vec
+from ..geometry import format_vec
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,12 +49,12 @@ def render(d: dict[str, Any]) -> str:
     lines = [d["url"], f"  {d['type']} {d['data_type']}, {d['num_channels']} channel(s), {len(d['scales'])} scale(s)"]
     for s in d["scales"]:
         lines.append(
-            f"  mip {s['mip']} {s['key']:>10}: size {describe_vec(s['size'])}  chunk {describe_vec(s['chunk_size'])}  "
+            f"  mip {s['mip']} {s['key']:>10}: size {format_vec(s['size'])}  chunk {format_vec(s['chunk_size'])}  "
             f"{s['encoding']}{'  sharded' if s['sharded'] else ''}"
         )
         b, n = s["bounds_voxels"], s["bounds_nm"]
-        lines.append(f"      bounds {describe_vec(b[:3])} - {describe_vec(b[3:])} voxels = "
-                     f"{describe_vec(n[:3])} - {describe_vec(n[3:])} nm")
+        lines.append(f"      bounds {format_vec(b[:3])} - {format_vec(b[3:])} voxels = "
+                     f"{format_vec(n[:3])} - {format_vec(n[3:])} nm")
     lines.append(f"  meshes: {d['mesh'] or 'none'}   skeletons: {d['skeletons'] or 'none'}")
     lines.append(f"  provenance: {len(d['provenance'])} entr{'y' if len(d['provenance']) == 1 else 'ies'}")
     for entry in d["provenance"]:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import LayerError, PumiceError
-from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, grid_blocks
+from ..geometry import format_vec, Bbox, count_grid_blocks, format_bytes, grid_blocks
 from ..plan import Plan, Stage, Task, register
 from ..storage import provenance, urls
 from ..storage.info import LayerInfo, check_encoding
@@ -40,10 +40,7 @@ class DownsampleTask(Task):
         layer = Layer.open(self.layer)
         box = Bbox.from_list(self.bbox)
         if not self.fill_missing:
-            missing = layer.missing_chunks(box, self.mip)
-            if missing:
-                raise LayerError(f"mip {self.mip} of {urls.display(self.layer)} has no chunk at {missing[0]} "
-                                 f"({len(missing)} missing in this block); pass --fill-missing to read missing chunks as zeros")
+            layer.require_chunks(box, self.mip)
         data = layer.read(box, self.mip)
         factors = [tuple(f) for f in self.factors]
         written = write_levels(layer, self.mip, box, data, factors, self.method, self.sparse, self.background)
@@ -103,8 +100,7 @@ def plan(
 
     bytes_per_voxel = info.num_channels * info.dtype.itemsize * 3 + 4  # the block, tinybrain's sums, the mips
     pyramid = plan_pyramid(info, mip, factors, chunk_size=chunk_size, encoding=encoding, sharded=sharded,
-                           budget=memory, bytes_per_voxel=bytes_per_voxel,
-                           choose_block=lambda b, u, bpv, bud: choose_block(b, u, bpv, bud))
+                           budget=memory, bytes_per_voxel=bytes_per_voxel)
     new_info = _with_scales(info, mip, pyramid.scales, url)
     region = source.bounds
     if bounds is not None:
@@ -134,11 +130,11 @@ def plan(
     params = {"mip": mip, "factors": [list(f) for f in factors], "region": region.to_list(), "block": list(pyramid.block),
               "scales": [s.to_json() for s in pyramid.scales], **options}
     description = {
-        "layer": f"{urls.display(url)}: {info.type} {info.data_type}, mip {mip} {source.key} size {_fmt(source.size)}",
+        "layer": f"{urls.display(url)}: {info.type} {info.data_type}, mip {mip} {source.key} size {format_vec(source.size)}",
         "method": method + (" (sparse)" if sparse else ""),
-        "scales": [f"mip {mip + i + 1} {s.key}: factor {_fmt(f)}, size {_fmt(s.size)}, chunk {_fmt(s.chunk_size)}, "
+        "scales": [f"mip {mip + i + 1} {s.key}: factor {format_vec(f)}, size {format_vec(s.size)}, chunk {format_vec(s.chunk_size)}, "
                    f"{s.encoding}{', sharded' if s.sharding else ''}" for i, (s, f) in enumerate(zip(pyramid.scales, factors))],
-        "block": _fmt(pyramid.block),
+        "block": format_vec(pyramid.block),
         "memory_per_task": format_bytes(task_memory),
         "voxels": region.size,
     }
@@ -160,7 +156,7 @@ def _with_scales(info: LayerInfo, mip: int, scales: list, url: str) -> LayerInfo
             same = all(getattr(old, k) == getattr(scale, k) for k in
                        ("size", "resolution", "voxel_offset", "chunk_size", "encoding", "sharding"))
             if not same:
-                raise LayerError(f"{urls.display(url)} already has a different mip {i} ({old.key}, chunk {_fmt(old.chunk_size)}, "
+                raise LayerError(f"{urls.display(url)} already has a different mip {i} ({old.key}, chunk {format_vec(old.chunk_size)}, "
                                  f"{old.encoding}{', sharded' if old.sharding else ''}); delete it first with "
                                  f"`pumice delete {urls.display(url)} --mip {i}`")
             merged[i] = replace(scale, key=old.key, extra=old.extra)
@@ -170,6 +166,3 @@ def _with_scales(info: LayerInfo, mip: int, scales: list, url: str) -> LayerInfo
             merged.append(scale)
     return replace(info, scales=tuple(merged))
 
-
-def _fmt(v: Sequence) -> str:
-    return ",".join(str(int(x)) for x in v)

@@ -14,13 +14,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import PumiceError, SourceError
-from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, grid_blocks, vec
+from ..geometry import format_vec, Bbox, choose_block, count_grid_blocks, format_bytes, grid_blocks, vec
 from ..plan import Plan, Stage, Task, register
 from ..storage import provenance, urls
 from ..storage.info import check_encoding, default_encoding, new_info, write_unit
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
-from ..storage.sources import Source, open_source
+from ..storage.sources import open_source
 
 DEFAULT_MEMORY = 128 * 2**20  # measured: enough tasks to keep 2 workers busy on a 256 MiB stack
 
@@ -148,8 +148,8 @@ def plan(
         "source": f"{source.kind} {source.path}: {'x'.join(map(str, source.shape))} voxels, {source.channels} channel(s), {source.dtype.name}",
         "destination": urls.display(dest),
         "layer": f"{layer_type} {dtype}, {encoding}{', sharded' if sharded else ''}",
-        "scales": [f"mip 0 {scale.key}: size {_fmt(scale.size)}, chunk {_fmt(scale.chunk_size)}, offset {_fmt(scale.voxel_offset)}"],
-        "block": _fmt(block),
+        "scales": [f"mip 0 {scale.key}: size {format_vec(scale.size)}, chunk {format_vec(scale.chunk_size)}, offset {format_vec(scale.voxel_offset)}"],
+        "block": format_vec(block),
         "memory_per_task": format_bytes(task_memory),
         "voxels": bounds.size,
         "fresh_destination": fresh,
@@ -165,6 +165,3 @@ def plan(
     )
     return result, notes
 
-
-def _fmt(v: Sequence[int]) -> str:
-    return ",".join(str(int(x)) for x in v)

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import PumiceError
-from ..geometry import Bbox, Vec, vec
+from ..geometry import Bbox, Vec, choose_block, vec
 from ..storage.info import LayerInfo, Scale, SHARDING_TYPE, scale_key, write_unit
 
 METHODS = ("auto", "average", "mode", "min", "max", "striding")
@@ -186,8 +186,7 @@ class Pyramid:
 
 
 def plan_pyramid(info: LayerInfo, mip: int, factors: list[Vec], *, chunk_size: Sequence[int] | None,
-                 encoding: str | None, sharded: bool, budget: int, bytes_per_voxel: float,
-                 choose_block) -> Pyramid:
+                 encoding: str | None, sharded: bool, budget: int, bytes_per_voxel: float) -> Pyramid:
     source = info.scale(mip)
     scales, current = [], source
     for f in factors:

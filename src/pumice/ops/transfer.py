@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import LayerError, PumiceError
-from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, grid_blocks, vec
+from ..errors import PumiceError
+from ..geometry import format_vec, Bbox, choose_block, count_grid_blocks, format_bytes, grid_blocks, vec
 from ..plan import Plan, Stage, Task, register
 from ..storage import provenance, urls
 from ..storage.info import LayerInfo, Scale, check_encoding, choose_sharding, scale_key, write_unit
@@ -24,13 +24,6 @@ from .downsample import write_levels
 from .pyramid import plan_factors, plan_pyramid, resolve_method, shard_for_block, strides
 
 DEFAULT_MEMORY = 256 * 2**20
-
-
-def _missing_error(src: Layer, mip: int, box: Bbox, suffix: str) -> None:
-    missing = src.missing_chunks(box, mip, suffix)
-    if missing:
-        raise LayerError(f"mip {mip} of {urls.display(src.url)} has no chunk at {missing[0]} "
-                         f"({len(missing)} missing in this block); pass --fill-missing to read missing chunks as zeros")
 
 
 @register("transfer")
@@ -52,7 +45,7 @@ class TransferTask(Task):
         box = Bbox.from_list(self.bbox)
         source_box = box.translate([-t for t in self.translate])
         if not self.fill_missing:
-            _missing_error(src, self.mip, source_box, self.suffix)
+            src.require_chunks(source_box, self.mip, self.suffix)
         data = src.read(source_box, self.mip, legacy=bool(self.suffix))
         dest.write(box, data, 0)
         written = box.size
@@ -144,7 +137,7 @@ def plan(
     data_encoding = "raw" if encoding in ("jpeg", "png") else "gzip"
     if factors:
         pyramid = plan_pyramid(info, 0, factors, chunk_size=None, encoding=None, sharded=sharded, budget=memory,
-                               bytes_per_voxel=bytes_per_voxel, choose_block=choose_block)
+                               bytes_per_voxel=bytes_per_voxel)
         block = pyramid.block
         if sharded:
             base = replace(base, sharding=shard_for_block(base, block, data_encoding))
@@ -198,10 +191,10 @@ def plan(
         "source": f"{urls.display(source.url)} mip {mip} ({sscale.key}): {sinfo.type} {sinfo.data_type} x {sinfo.num_channels}, "
                   f"region {region}",
         "destination": urls.display(dest),
-        "scales": [f"mip {i} {s.key}: size {_fmt(s.size)}, offset {_fmt(s.voxel_offset)}, chunk {_fmt(s.chunk_size)}, "
+        "scales": [f"mip {i} {s.key}: size {format_vec(s.size)}, offset {format_vec(s.voxel_offset)}, chunk {format_vec(s.chunk_size)}, "
                    f"{s.encoding}{', sharded' if s.sharding else ''}" for i, s in enumerate(info.scales)],
         "mode": "copy chunk files unchanged (fast path)" if fast else "decode and re-encode",
-        "block": _fmt(block),
+        "block": format_vec(block),
         "memory_per_task": format_bytes(float(np.prod(block)) * bytes_per_voxel),
         "voxels": target.size,
         "fresh_destination": fresh,
@@ -213,6 +206,3 @@ def plan(
                                               result.job_id, sources=[urls.display(source.url)])
     return result, notes
 
-
-def _fmt(v: Sequence) -> str:
-    return ",".join(str(int(x)) for x in v)

@@ -15,7 +15,7 @@ import numpy as np
 import tensorstore as ts
 
 from ..errors import LayerError
-from ..geometry import Bbox, Vec, grid_blocks, vec
+from ..geometry import Bbox, Vec, format_vec, grid_blocks, vec
 from . import urls
 from .info import LayerInfo, write_unit
 from .kv import KV, context, open_kv
@@ -223,6 +223,13 @@ class Layer:
         futures = [store.read(k, byte_range=slice(0, 0)) for k in keys]
         return [c for c, f in zip(chunks, futures) if f.result().state != "value"]
 
+    def require_chunks(self, bbox: Bbox, mip: int = 0, suffix: str = "") -> None:
+        """Raise if any chunk of ``bbox`` was never written (unless the user passes --fill-missing)."""
+        missing = self.missing_chunks(bbox, mip, suffix)
+        if missing:
+            raise LayerError(f"mip {mip} of {urls.display(self.url)} has no chunk at {missing[0]} ({len(missing)} missing "
+                             f"in this block); pass --fill-missing to read missing chunks as zeros")
+
     def write(self, bbox: Bbox, data: np.ndarray, mip: int = 0, *, skip_value: int | None = None) -> None:
         """Write whole chunks (whole shards for sharded scales); edges may stop at the volume's edge.
 
@@ -315,9 +322,7 @@ def incompatibility(old: LayerInfo, new: LayerInfo) -> str | None:
 
 
 def _fmt(value: object) -> str:
-    if isinstance(value, (tuple, list)):
-        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
-    return str(value)
+    return format_vec(value) if isinstance(value, (tuple, list)) else str(value)
 
 
 def snap_block(block: Sequence[int], unit: Sequence[int]) -> Vec:
