@@ -33,9 +33,17 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    if threading.current_thread() is threading.main_thread():
-        # Schedulers (Slurm, Kubernetes) stop jobs with SIGTERM: wind down as for Ctrl-C.
-        signal.signal(signal.SIGTERM, _interrupt)
+    # Schedulers (Slurm, Kubernetes) stop jobs with SIGTERM: wind down as for Ctrl-C. Only while
+    # main() runs, so a program that calls main() keeps its own handling afterwards.
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return _main(argv, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str], debug: bool) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
