@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import LayerError, PumiceError
-from ..geometry import format_vec, Bbox, count_grid_blocks, format_bytes, grid_blocks
+from ..geometry import Bbox, count_grid_blocks, format_bytes, format_vec, grid_blocks
 from ..plan import Plan, Stage, Task, register
 from ..storage import provenance, urls
 from ..storage.info import LayerInfo, check_encoding

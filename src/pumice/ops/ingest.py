@@ -14,11 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import PumiceError, SourceError
-from ..geometry import format_vec, Bbox, choose_block, count_grid_blocks, format_bytes, grid_blocks, vec
+from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
 from ..plan import Plan, Stage, Task, register
 from ..storage import provenance, urls
 from ..storage.info import check_encoding, default_encoding, new_info, write_unit
-from ..storage.kv import open_kv
 from ..storage.layer import Layer
 from ..storage.sources import open_source
 
@@ -99,8 +98,6 @@ def plan(
     notes: list[str] = []
     source = open_source(source_path, dataset, axes)
     dest = urls.normalize(dest)
-    if not urls.is_writable(dest):
-        raise PumiceError(f"cannot ingest into {dest}: http(s) locations are read-only; write to a path, gs:// or s3://")
     local = urls.local_path(dest)
     if local is not None and local.exists() and not local.is_dir():
         raise PumiceError(f"cannot ingest into {local}: it is a file, not a folder; choose another destination")
@@ -123,9 +120,7 @@ def plan(
 
     info = new_info(layer_type=layer_type, dtype=dtype, num_channels=source.channels, size=source.shape,
                     resolution=resolution, voxel_offset=offset, chunk_size=chunk_size, encoding=encoding, sharded=sharded)
-    fresh = not Layer.check_compatible(dest, info) and not open_kv(dest).list()
-    if not dry_run:
-        Layer.create(dest, info)
+    fresh = Layer.prepare(dest, info, dry_run=dry_run)
     bounds = info.scales[0].bounds
     unit = write_unit(info.scales[0])
     # Source block, its transposed copy, the converted copy, and TensorStore's encode buffers.

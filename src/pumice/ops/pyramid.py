@@ -9,7 +9,7 @@ short use the voxels that exist, as tinybrain does.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -94,7 +94,7 @@ def shard_for_block(scale: Scale, block: Sequence[int], data_encoding: str) -> d
     best = 0
     for bits in range(grid_bits + 1):
         sharding = _sharding(bits, grid_bits, data_encoding)
-        unit = write_unit(Scale(**{**scale.__dict__, "sharding": sharding}))
+        unit = write_unit(replace(scale, sharding=sharding))
         # A shard may span an axis only where the task block spans it too.
         if all(b % u == 0 or b >= s for b, u, s in zip(block, unit, scale.size)):
             best = bits
@@ -198,6 +198,6 @@ def plan_pyramid(info: LayerInfo, mip: int, factors: list[Vec], *, chunk_size: S
     block = choose_block(source.bounds, unit, bytes_per_voxel, budget)
     if sharded:
         data_encoding = "raw" if (encoding or source.encoding) in ("jpeg", "png") else "gzip"
-        scales = [Scale(**{**s.__dict__, "sharding": shard_for_block(s, [b // st for b, st in zip(block, stv)], data_encoding)})
+        scales = [replace(s, sharding=shard_for_block(s, [b // st for b, st in zip(block, stv)], data_encoding))
                   for s, stv in zip(scales, level_strides)]
     return Pyramid(factors, scales, block, unit)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import PumiceError
-from ..geometry import format_vec, Bbox, choose_block, count_grid_blocks, format_bytes, grid_blocks, vec
+from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
 from ..plan import Plan, Stage, Task, register
 from ..storage import provenance, urls
 from ..storage.info import LayerInfo, Scale, check_encoding, choose_sharding, scale_key, write_unit
@@ -109,8 +109,6 @@ def plan(
     notes: list[str] = []
     source = Layer.open(src)
     dest = urls.normalize(dest)
-    if not urls.is_writable(dest):
-        raise PumiceError(f"cannot transfer into {dest}: http(s) locations are read-only")
     if urls.normalize(src) == dest:
         raise PumiceError("source and destination are the same layer; transfer into a new location")
     sinfo = source.info
@@ -166,12 +164,7 @@ def plan(
         info = replace(info, scales=(replace(base, sharding=sscale.sharding),))
         block = choose_block(base.bounds, write_unit(sscale), bytes_per_voxel, memory)
 
-    existed = Layer.check_compatible(dest, info)
-    from ..storage.kv import open_kv
-
-    fresh = not existed and not open_kv(dest).list()
-    if not dry_run:
-        Layer.create(dest, info)
+    fresh = Layer.prepare(dest, info, dry_run=dry_run)
 
     common = dict(src=source.url, mip=mip, dest=dest)
 

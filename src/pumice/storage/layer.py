@@ -15,7 +15,7 @@ import numpy as np
 import tensorstore as ts
 
 from ..errors import LayerError
-from ..geometry import Bbox, Vec, format_vec, grid_blocks, vec
+from ..geometry import Bbox, Vec, format_vec, grid_blocks
 from . import urls
 from .info import LayerInfo, write_unit
 from .kv import KV, context, open_kv
@@ -45,10 +45,6 @@ class Layer:
         return cls(url, LayerInfo.from_json(raw, where=f"{urls.display(url)}/info"))
 
     @classmethod
-    def exists(cls, url: str) -> bool:
-        return open_kv(urls.normalize(url)).exists("info")
-
-    @classmethod
     def check_compatible(cls, url: str, info: LayerInfo) -> bool:
         """Raise if a different layer is at ``url``; return whether any layer is there."""
         url = urls.normalize(url)
@@ -64,6 +60,19 @@ class Layer:
         return True
 
     @classmethod
+    def prepare(cls, url: str, info: LayerInfo, *, dry_run: bool = False) -> bool:
+        """A planner's destination: writable, no different layer there, the info written (unless
+        ``dry_run``). Returns whether the destination was empty, so a run that finds the input bad
+        may remove everything it wrote."""
+        url = urls.normalize(url)
+        if not urls.is_writable(url):
+            raise LayerError(f"cannot write to {url}: http(s) locations are read-only; write to a path, gs:// or s3://")
+        fresh = not cls.check_compatible(url, info) and not open_kv(url).list()
+        if not dry_run:
+            cls.create(url, info)
+        return fresh
+
+    @classmethod
     def create(cls, url: str, info: LayerInfo) -> "Layer":
         """Write ``info`` unless an equal one is there; an incompatible one is an error.
 
@@ -71,7 +80,7 @@ class Layer:
         """
         url = urls.normalize(url)
         if not urls.is_writable(url):
-            raise LayerError(f"cannot write to {url}: http(s) locations are read-only")
+            raise LayerError(f"cannot write to {url}: http(s) locations are read-only; write to a path, gs:// or s3://")
         kv = open_kv(url)
         if cls.check_compatible(url, info):
             return cls.open(url)
@@ -323,8 +332,3 @@ def incompatibility(old: LayerInfo, new: LayerInfo) -> str | None:
 
 def _fmt(value: object) -> str:
     return format_vec(value) if isinstance(value, (tuple, list)) else str(value)
-
-
-def snap_block(block: Sequence[int], unit: Sequence[int]) -> Vec:
-    """Round a task block down to a positive multiple of the write unit."""
-    return vec([max(u, (b // u) * u) for b, u in zip(block, unit)])
