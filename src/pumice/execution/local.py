@@ -7,6 +7,7 @@ task's output is written, so a run killed at any moment loses at most the tasks 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
@@ -83,6 +84,23 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas in this process.
+
+    TensorStore's I/O threads each get an arena by default, and freed chunk buffers stay
+    scattered across them: a downsample task's peak grew from 128 to 169 MiB over two tasks.
+    With two arenas it stays at 128 MiB, no slower. Only new threads are affected, so call it
+    before the work starts.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+
+
 def execute_task(task_json: dict[str, Any], destination: str, job_id: str | None, stage: str) -> dict[str, Any]:
     """Run one task and record it in the ledger: the unit every runner ships to a worker."""
     task = task_from_json(task_json)
@@ -105,6 +123,7 @@ def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restar
     """Run every stage of ``plan``; skip tasks the ledger says are done; then ``plan.finish``."""
     # No more workers than the largest stage has tasks: a one-task plan needs no pool to start.
     workers = max(1, min(workers or default_workers(), max((s.count for s in plan.stages), default=1)))
+    limit_malloc_arenas()
     ledger = Ledger(plan.destination, plan.job_id) if plan.resumable else None
     if ledger is not None:
         if restart:
@@ -150,7 +169,8 @@ class _Workers:
         others = workers - 1
         self.pool: Executor | None = None
         if others:
-            self.pool = (ProcessPoolExecutor(others, mp_context=multiprocessing.get_context("spawn")) if processes
+            self.pool = (ProcessPoolExecutor(others, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=limit_malloc_arenas) if processes
                          else ThreadPoolExecutor(others))
 
     def submit(self, fn, *args) -> Future:
