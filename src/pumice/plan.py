@@ -82,7 +82,7 @@ class Plan:
     destination: str  # a layer URL: the ledger and provenance live there
     params: dict[str, Any]  # what makes two runs the same job
     stages: list[Stage]
-    finish: Callable[[], None] | None = None
+    finish: Callable[[], list[str] | None] | None = None  # after the last stage; may return notes for the user
     description: dict[str, Any] = field(default_factory=dict)  # shown by --dry-run and the summary
     resumable: bool = True  # False: no ledger (idempotent work that may remove the ledger's own home)
 

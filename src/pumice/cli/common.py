@@ -76,6 +76,8 @@ def execute(plan: Plan, notes: list[str], args: argparse.Namespace) -> local.Run
             discard(plan.destination)
             raise type(e)(f"{e} (nothing was kept at {urls.display(plan.destination)})") from None
         raise
+    for text in report.notes:
+        note(text)
     print(summary(plan, report))
     return report
 

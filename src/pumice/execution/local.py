@@ -48,6 +48,7 @@ class RunReport:
     stages: list[StageReport] = field(default_factory=list)
     seconds: float = 0.0
     peak_rss_bytes: int = 0
+    notes: list[str] = field(default_factory=list)  # what the plan's finish step reported
 
     def total(self, key: str) -> float:
         return sum(s.totals.get(key, 0) for s in self.stages)
@@ -147,7 +148,7 @@ def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restar
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
     if plan.finish is not None:
-        plan.finish()
+        report.notes = list(plan.finish() or [])
     if ledger is not None:
         ledger.end("complete")
     report.seconds = time.perf_counter() - started

@@ -1,0 +1,369 @@
+"""Mesh: forge surface fragments per block with zmesh, then merge them into one mesh per object.
+
+forge: each task meshes its block plus one voxel on the high side (so neighbouring fragments share
+their boundary vertices exactly and weld without gaps), closes objects at the volume's faces,
+simplifies within ``max_error`` nm (zmesh keeps block-boundary vertices fixed) and writes its
+fragments grouped by merge partition: ``<mesh dir>/.forge/<job>/<partition>/<block>``. These files
+are the spatial index: which ids occur in which block, already sorted by who needs them.
+
+merge: one task per partition (a shard, in the sharded format) reads only its own directory,
+welds each object's fragments and writes either legacy files (``<id>:0`` manifest plus one
+fragment) or the multi-resolution sharded Draco format with ``lods`` levels of detail. Partition =
+the sharding hash of the id, so a merge task's memory is bounded by its partition, never the
+volume. ``.pumice/objects/<partition>.json`` records which objects are meshed; runs with
+``ids`` add or replace those objects and keep the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import LayerError, PumiceError
+from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
+from ..plan import Plan, Stage, Task, register
+from ..storage import meshes, provenance, urls
+from ..storage.kv import KV, open_kv
+from ..storage.layer import Layer
+
+DEFAULT_MEMORY = 768 * 2**20
+FORGE_BYTES_PER_VOXEL = 40  # the block, its padded copy and zmesh's working memory (measured on pinky40)
+VOXELS_PER_OBJECT = 50_000  # a guess at object density, only to size minishards (index granularity)
+LEGACY_FRAGMENT = "{id}:0:all"
+
+
+def partition_spec(bits: int, minishard_bits: int) -> dict:
+    return meshes.mesh_sharding(bits, minishard_bits)
+
+
+@register("mesh.forge")
+@dataclass(frozen=True)
+class MeshForgeTask(Task):
+    layer: str
+    mip: int
+    bbox: tuple
+    work: str  # the job's forge directory, relative to the layer
+    partition_bits: int
+    minishard_bits: int
+    max_error: float = 40.0
+    simplify: bool = True
+    reduction: int = 100
+    dust_threshold: int = 0
+    ids: tuple = ()
+    exclude_ids: tuple = ()
+    fill_missing: bool = False
+
+    def run(self) -> dict[str, Any]:
+        import fastremap
+        import zmesh
+
+        layer = Layer.open(self.layer)
+        scale = layer.info.scale(self.mip)
+        box = Bbox.from_list(self.bbox)
+        bounds = scale.bounds
+        read_box = Bbox(box.minpt, tuple(min(b + 1, m) for b, m in zip(box.maxpt, bounds.maxpt)))
+        if not self.fill_missing:
+            layer.require_chunks(read_box, self.mip)
+        labels = layer.read(read_box, self.mip)[..., 0]
+        own = labels[: box.shape[0], : box.shape[1], : box.shape[2]]
+        own_ids, own_counts = fastremap.unique(own, return_counts=True)
+        own_voxels = dict(zip(own_ids.tolist(), own_counts.tolist()))
+        if self.ids:
+            labels = fastremap.mask_except(labels, list(self.ids), in_place=True)
+        if self.exclude_ids:
+            labels = fastremap.mask(labels, list(self.exclude_ids), in_place=True)
+        if self.dust_threshold:
+            present, counts = fastremap.unique(labels, return_counts=True)
+            small = present[(counts < self.dust_threshold) & (present != 0)]
+            if len(small):
+                labels = fastremap.mask(labels, small.tolist(), in_place=True)
+        # Close objects at the volume's faces: a ring of background where the block meets them.
+        before = [1 if lo == blo else 0 for lo, blo in zip(read_box.minpt, bounds.minpt)]
+        after = [1 if hi == bhi else 0 for hi, bhi in zip(read_box.maxpt, bounds.maxpt)]
+        if any(before) or any(after):
+            labels = np.pad(labels, list(zip(before, after)))
+        origin = np.array(read_box.minpt, dtype=np.float64) - before
+        resolution = np.array(scale.resolution, dtype=np.float64)
+
+        mesher = zmesh.Mesher(tuple(scale.resolution))
+        mesher.mesh(np.asfortranarray(labels), close=False)
+        del labels
+        fragments = []
+        for label in sorted(mesher.ids()):
+            if label == 0:
+                continue
+            mesh = mesher.get(label, normals=False, reduction_factor=self.reduction if self.simplify else 0,
+                              max_error=self.max_error if self.simplify else 0, voxel_centered=True)
+            mesher.erase(label)
+            if len(mesh.faces) == 0:
+                continue
+            fragments.append((label, own_voxels.get(label, 0), _to_global(mesh.vertices, origin, resolution), mesh.faces))
+        mesher.clear()
+
+        spec = partition_spec(self.partition_bits, self.minishard_bits)
+        parts = meshes.shard_numbers([f[0] for f in fragments], spec) if fragments else []
+        kv = open_kv(self.layer)
+        name = "_".join(f"{lo}-{hi}" for lo, hi in zip(box.minpt, box.maxpt))
+        groups: dict[int, list] = {}
+        for part, fragment in zip(parts, fragments):
+            groups.setdefault(int(part), []).append(fragment)
+        for part, group in groups.items():
+            kv.put(f"{self.work}/{part}/{name}", pack_fragments(group))
+        return {"voxels": box.size, "objects": len(fragments), "triangles": sum(len(f[3]) for f in fragments)}
+
+
+def _to_global(vertices: np.ndarray, origin: np.ndarray, resolution: np.ndarray) -> np.ndarray:
+    """Block-local nm -> volume nm. Vertices on half-voxel positions (all block-boundary ones)
+    are snapped there first, so two blocks compute bit-identical shared vertices for any
+    resolution."""
+    units = vertices.astype(np.float64) / resolution
+    halves = np.round(units * 2) / 2
+    units = np.where(np.abs(units - halves) < 1e-3, halves, units)
+    return ((units + origin) * resolution).astype(np.float32)
+
+
+def pack_fragments(fragments: Sequence[tuple]) -> bytes:
+    """Forge's intermediate file: a count, a table of (id, voxels, vertices, triangles), the data."""
+    table = np.array([(f[0], f[1], len(f[2]), len(f[3])) for f in fragments], dtype="<u8").reshape(-1, 4)
+    body = b"".join(np.ascontiguousarray(f[2], dtype="<f4").tobytes() + np.ascontiguousarray(f[3], dtype="<u4").tobytes()
+                    for f in fragments)
+    return np.array([len(fragments)], dtype="<u8").tobytes() + table.tobytes() + body
+
+
+def unpack_fragments(blob: bytes):
+    count = int(np.frombuffer(blob[:8], dtype="<u8")[0])
+    table = np.frombuffer(blob[8 : 8 + 32 * count], dtype="<u8").reshape(count, 4)
+    position = 8 + 32 * count
+    for label, voxels, nv, nf in table:
+        vertices = np.frombuffer(blob[position : position + 12 * int(nv)], dtype="<f4").reshape(-1, 3)
+        position += 12 * int(nv)
+        faces = np.frombuffer(blob[position : position + 12 * int(nf)], dtype="<u4").reshape(-1, 3)
+        position += 12 * int(nf)
+        yield int(label), int(voxels), vertices, faces
+
+
+@register("mesh.merge")
+@dataclass(frozen=True)
+class MeshMergeTask(Task):
+    layer: str
+    mesh_dir: str
+    work: str
+    partition: int
+    partition_bits: int
+    minishard_bits: int
+    sharded: bool
+    lods: int = 3
+    lod_scale: float = 1.0
+    grid_origin: tuple = (0.0, 0.0, 0.0)  # nm: level-0 octree nodes are forge blocks (see meshes.multires_mesh)
+    grid_chunk: tuple = (1.0, 1.0, 1.0)
+    dust_global: int = 0
+    keep_others: bool = False  # an --ids run: objects meshed before and not named now stay
+
+    def run(self) -> dict[str, Any]:
+        import zmesh
+
+        kv = open_kv(self.layer)
+        pieces: dict[int, list] = {}
+        voxels: dict[int, int] = {}
+        for key in sorted(kv.list(f"{self.work}/{self.partition}/")):
+            for label, count, vertices, faces in unpack_fragments(kv.get(key)):
+                pieces.setdefault(label, []).append(zmesh.Mesh(vertices, faces, None))
+                voxels[label] = voxels.get(label, 0) + count
+        labels = sorted(label for label in pieces if voxels[label] >= self.dust_global)
+        dust = len(pieces) - len(labels)
+        record_key = f"{self.mesh_dir}/.pumice/objects/{self.partition}.json"
+        previous = set(kv.get_json(record_key) or []) if kv.exists(record_key) else set()
+        triangles = 0
+        if self.sharded:
+            spec = partition_spec(self.partition_bits, self.minishard_bits)
+            shard_key = f"{self.mesh_dir}/{meshes.shard_name(self.partition, spec)}"
+            entries: dict[int, tuple[bytes, bytes]] = {}
+            if self.keep_others and previous:
+                old = kv.get(shard_key) or b""
+                for label, (start, end) in (meshes.decode_shard(old, spec).items() if old else []):
+                    if label not in pieces:
+                        manifest = old[start:end]
+                        entries[label] = (old[start - meshes.fragment_data_size(manifest) : start], manifest)
+            for label in labels:
+                lods = _levels(_weld(pieces.pop(label)), self.lods)
+                triangles += len(lods[0].faces)
+                entries[label] = meshes.multires_mesh(lods, self.lod_scale, self.grid_origin, self.grid_chunk)
+            if entries:
+                kv.put(shard_key, meshes.encode_shard(entries, spec))
+            elif kv.exists(shard_key):
+                kv.delete(shard_key)
+            objects = sorted(entries)
+        else:
+            for label in labels:
+                mesh = _weld(pieces.pop(label))
+                triangles += len(mesh.faces)
+                fragment = LEGACY_FRAGMENT.format(id=label)
+                kv.put(f"{self.mesh_dir}/{fragment}", meshes.legacy_fragment(mesh.vertices, mesh.faces))
+                kv.put_json(f"{self.mesh_dir}/{label}:0", meshes.legacy_manifest([fragment]))
+            objects = sorted(set(labels) | (previous if self.keep_others else set()))
+        kv.put_json(record_key, objects)
+        return {"objects": len(labels), "triangles": triangles, "dust_objects": dust}
+
+
+def _weld(fragments: list):
+    import zmesh
+
+    return zmesh.Mesh.concatenate(*fragments).consolidate()
+
+
+def _levels(mesh, count: int) -> list:
+    """Level 0 is the mesh; each coarser level keeps about a quarter of the triangles."""
+    import zmesh
+
+    levels = [mesh]
+    for _ in range(1, count):
+        previous = levels[-1]
+        target = max(len(previous.faces) // 4, 4)
+        levels.append(zmesh.simplify_fqmr(previous, target) if len(previous.faces) > target else previous)
+    return levels
+
+
+# -- planning ------------------------------------------------------------------------------------
+def plan(
+    path: str,
+    *,
+    mip: int = 0,
+    shape: Sequence[int] | None = None,
+    max_error: float = 40.0,
+    simplify: bool = True,
+    dust_threshold: int = 0,
+    dust_global: int = 0,
+    ids: Sequence[int] = (),
+    exclude_ids: Sequence[int] = (),
+    fill_missing: bool = False,
+    mesh_dir: str | None = None,
+    sharded: bool = False,
+    lods: int | None = None,
+    memory: int = DEFAULT_MEMORY,
+    dry_run: bool = False,
+) -> tuple[Plan, list[str]]:
+    notes: list[str] = []
+    layer = Layer.open(path)
+    info = layer.info
+    if info.type != "segmentation":
+        raise PumiceError(f"{urls.display(layer.url)} is an image layer; meshes are made from segmentation layers")
+    if info.num_channels != 1:
+        raise PumiceError("meshing needs a single-channel segmentation")
+    scale = info.scale(mip)
+    if max_error < 0:
+        raise PumiceError(f"--max-error must be zero or more nm, got {max_error}")
+    if lods is not None and lods < 1:
+        raise PumiceError(f"--lods must be at least 1, got {lods}")
+    if lods is not None and lods > 1 and not sharded:
+        notes.append("--lods applies to the sharded multi-resolution format; legacy meshes have one level")
+    lods = lods or 3
+    if dust_threshold < 0 or dust_global < 0:
+        raise PumiceError("dust thresholds are voxel counts, zero or more")
+    if urls.normalize(layer.url).startswith(("http://", "https://")):
+        raise LayerError(f"cannot write meshes into {urls.display(layer.url)}: http(s) locations are read-only; "
+                         "transfer the layer to a path, gs:// or s3:// first")
+    mesh_dir = mesh_dir or str(info.extra.get("mesh") or "mesh")
+    if "/" in mesh_dir or mesh_dir in ("", ".", "..") or any(s.key == mesh_dir for s in info.scales):
+        raise PumiceError(f"--dir {mesh_dir!r} must be a plain directory name that no scale uses")
+    ids = tuple(sorted({int(i) for i in ids}))
+    exclude_ids = tuple(sorted({int(i) for i in exclude_ids}))
+
+    region = scale.bounds
+    if shape is not None:
+        block = vec(shape)
+    else:
+        block = choose_block(region, scale.chunk_size, FORGE_BYTES_PER_VOXEL + info.dtype.itemsize, memory)
+    blocks = count_grid_blocks(region, block, scale.voxel_offset)
+
+    kv = open_kv(layer.url)
+    existing = kv.get_json(f"{mesh_dir}/info") if kv.exists(f"{mesh_dir}/info") else None
+    fmt = meshes.MULTIRES_TYPE if sharded else meshes.LEGACY_INFO["@type"]
+    if existing is not None and existing.get("@type") != fmt:
+        raise PumiceError(f"{urls.display(layer.url)}/{mesh_dir} already holds {existing.get('@type')} meshes; "
+                          f"choose another --dir or delete that directory first")
+    if existing is not None and "pumice_partition" in existing:  # same partitions as before: records stay valid
+        bits, minishard_bits = existing["pumice_partition"]
+    else:
+        bits = max(0, math.ceil(math.log2(max(1, blocks // 2))))
+        per_shard = region.size / VOXELS_PER_OBJECT / (1 << bits)
+        minishard_bits = min(12, max(0, math.ceil(math.log2(max(1.0, per_shard / 64)))))
+        if not sharded:
+            minishard_bits = 0
+    lod_scale = float(max(min(scale.resolution), max_error if simplify else 0))
+    # Forge's fragments of a block lie between the centres of its first voxel and of the next
+    # block's first voxel (caps at the volume's low faces reach half a voxel lower, into the node
+    # before): level-0 nodes on that grid need no cutting.
+    grid_chunk = tuple(float(b * r) for b, r in zip(block, scale.resolution))
+    grid_origin = tuple(float((o + 0.5) * r - c) for o, r, c in zip(scale.voxel_offset, scale.resolution, grid_chunk))
+    mesh_info = (meshes.multires_info(partition_spec(bits, minishard_bits), {"mip": mip, "chunk_size": list(block)})
+                 if sharded else {**meshes.LEGACY_INFO, "mip": mip, "chunk_size": list(block)})
+    mesh_info["pumice_partition"] = [bits, minishard_bits]
+    if not dry_run:
+        kv.put_json(f"{mesh_dir}/info", mesh_info)
+        if info.extra.get("mesh") != mesh_dir:
+            from dataclasses import replace
+
+            layer.info = replace(info, extra={**info.extra, "mesh": mesh_dir})
+            layer.save_info()
+
+    params = {"mip": mip, "block": list(block), "max_error": max_error, "simplify": simplify, "dust_threshold": dust_threshold,
+              "dust_global": dust_global, "ids": list(ids), "exclude_ids": list(exclude_ids), "dir": mesh_dir,
+              "sharded": sharded, "lods": lods if sharded else 1, "partition": [bits, minishard_bits]}
+    url = layer.url
+    result = Plan("mesh", url, params, [], description={})
+    work = f"{mesh_dir}/.forge/{result.job_id}"
+    forge_options = dict(max_error=float(max_error), simplify=simplify, dust_threshold=dust_threshold, ids=ids,
+                         exclude_ids=exclude_ids, fill_missing=fill_missing)
+
+    def forge_tasks():
+        for box in grid_blocks(region, block, scale.voxel_offset):
+            yield MeshForgeTask(layer=url, mip=mip, bbox=tuple(box.to_list()), work=work, partition_bits=bits,
+                                minishard_bits=minishard_bits, **forge_options)
+
+    def merge_tasks():
+        for part in range(1 << bits):
+            yield MeshMergeTask(layer=url, mesh_dir=mesh_dir, work=work, partition=part, partition_bits=bits,
+                                minishard_bits=minishard_bits, sharded=sharded, lods=lods if sharded else 1,
+                                lod_scale=lod_scale, grid_origin=grid_origin, grid_chunk=grid_chunk, dust_global=dust_global,
+                                keep_others=bool(ids))
+
+    result.stages = [Stage("forge", forge_tasks, blocks), Stage("merge", merge_tasks, 1 << bits)]
+    result.description = {
+        "layer": f"{urls.display(url)}: segmentation {info.data_type}, mip {mip} {scale.key} size {format_vec(scale.size)}",
+        "meshes": f"{url.rstrip('/')}/{mesh_dir}: " + (f"multi-resolution sharded Draco, {lods} level(s) of detail, "
+                                                        f"{1 << bits} shard(s)" if sharded else "legacy (one file per object)"),
+        "simplification": f"max error {max_error:g} nm" if simplify else "none",
+        "block": format_vec(block),
+        "memory_per_task": format_bytes(float(np.prod(block)) * (FORGE_BYTES_PER_VOXEL + info.dtype.itemsize)),
+        "voxels": region.size,
+    }
+
+    def finish() -> list[str]:
+        messages = []
+        if ids:
+            meshed: set[int] = set()
+            for part in range(1 << bits):
+                meshed.update(kv.get_json(f"{mesh_dir}/.pumice/objects/{part}.json") or [])
+            missing = [i for i in ids if i not in meshed]
+            if missing:
+                shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+                messages.append(f"warning: {len(missing)} of the --ids are not in mip {mip} of the layer (or are dust): {shown}")
+        kv.delete_prefix(work + "/")
+        provenance.record(url, "mesh", params, result.job_id)
+        return messages
+
+    result.finish = finish
+    return result, notes
+
+
+def meshed_objects(path: str, mesh_dir: str = "mesh") -> list[int]:
+    """Every object the record says is meshed in ``mesh_dir``."""
+    kv: KV = open_kv(Layer.open(path).url)
+    out: set[int] = set()
+    for key in kv.list(f"{mesh_dir}/.pumice/objects/"):
+        out.update(json.loads(kv.get(key)))
+    return sorted(out)

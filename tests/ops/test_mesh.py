@@ -1,0 +1,238 @@
+import json
+import struct
+
+import DracoPy
+import numpy as np
+import pytest
+import tensorstore as ts
+from cloudvolume import CloudVolume
+
+from pumice.ops import mesh
+from pumice.storage import meshes
+
+RES = (8.0, 8.0, 12.0)
+OFFSET = (3, 7, 11)
+
+
+def _blobs(shape=(60, 56, 40)) -> np.ndarray:
+    """X, Y, Z labels: interior objects crossing many 16^3 blocks, one touching a face, one tiny."""
+    x, y, z = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    lab = np.zeros(shape, np.uint64)
+    lab[((x - 30) ** 2 + (y - 26) ** 2 + ((z - 20) * 1.5) ** 2) < 17**2] = 7  # spans 3x3x3 blocks
+    lab[((x - 9) ** 2 + (y - 44) ** 2 + (z - 12) ** 2) < 6**2] = 9
+    lab[(x - 48) ** 2 + (y - 8) ** 2 < 5**2] = 12  # a tube through the z faces
+    lab[50:52, 45:47, 30:32] = 2**40 + 5  # 8 voxels: dust, and a 64-bit id
+    return lab
+
+
+@pytest.fixture
+def seg(tmp_path, cli):
+    lab = _blobs()
+    np.save(tmp_path / "lab.npy", lab.transpose(2, 1, 0))
+    path = tmp_path / "seg"
+    code, _, err = cli("ingest", tmp_path / "lab.npy", path, "--resolution", ",".join(map(str, RES)),
+                       "--offset", ",".join(map(str, OFFSET)), "--chunk-size", "16,16,16")
+    assert code == 0, err
+    return path, lab
+
+
+def _get(cv, label):
+    m = cv.mesh.get(label)
+    return m[label] if isinstance(m, dict) else m
+
+
+def _weld(vertices, faces, decimals=2):
+    _, inverse = np.unique(np.round(vertices.astype(np.float64), decimals), axis=0, return_inverse=True)
+    return inverse.reshape(-1)[faces]
+
+
+def _closed(faces) -> bool:
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    return bool((counts == 2).all())
+
+
+def _volume(vertices, faces) -> float:
+    t = vertices.astype(np.float64)[faces]
+    return abs(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum() / 6)
+
+
+def _point_triangle_distance(points, tri):
+    """Distance from each point to the nearest of the triangles (exact, vectorized)."""
+    best = np.full(len(points), np.inf)
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    for start in range(0, len(points), 256):
+        p = points[start : start + 256, None, :]
+        ab, ac, ap = b - a, c - a, p - a
+        d1, d2 = (ab * ap).sum(-1), (ac * ap).sum(-1)
+        bp = p - b
+        d3, d4 = (ab * bp).sum(-1), (ac * bp).sum(-1)
+        cp = p - c
+        d5, d6 = (ab * cp).sum(-1), (ac * cp).sum(-1)
+        va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+        denom = va + vb + vc
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.where(denom != 0, vb / denom, 0)
+            w = np.where(denom != 0, vc / denom, 0)
+        inside = a + ab * v[..., None] + ac * w[..., None]
+        # Clamp to edges where the projection falls outside: take the best of the three edges too.
+        candidates = [np.where(((va >= 0) & (vb >= 0) & (vc >= 0))[..., None], inside, np.inf)]
+        for s, e in ((a, b), (b, c), (c, a)):
+            se = e - s
+            t = np.clip(((p - s) * se).sum(-1) / np.maximum((se * se).sum(-1), 1e-12), 0, 1)
+            candidates.append(s + se * t[..., None])
+        dist = np.min([np.linalg.norm(p - q, axis=-1) for q in candidates], axis=0)
+        best[start : start + 256] = dist.min(axis=1)
+    return best
+
+
+@pytest.mark.parametrize("sharded", [False, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
+    "known bug: level 0 of the multi-resolution format loses triangles at octree-node planes after Draco "
+    "quantization (1-2% of the surface); open in issue 4")))])
+def test_unsimplified_meshes_are_closed_and_enclose_the_voxels(seg, cli, sharded):
+    path, lab = seg
+    flags = ["--sharded"] if sharded else []
+    code, out, err = cli("mesh", path, "--shape", "16,16,16", "--no-simplify", *flags)
+    assert code == 0, err
+    cv = CloudVolume(f"file://{path}")
+    for label in (7, 9):  # objects that do not touch the volume's faces, split across blocks
+        m = _get(cv, label)
+        faces = _weld(m.vertices, m.faces)
+        assert _closed(faces), label
+        expected = (lab == label).sum() * np.prod(RES)
+        assert abs(_volume(m.vertices, m.faces) - expected) / expected < 0.05
+    # Vertices sit in the layer's physical frame: voxel i spans [i, i + 1) * resolution.
+    m = _get(cv, 9)
+    lo = (np.argwhere(lab == 9).min(axis=0) + OFFSET) * RES
+    hi = (np.argwhere(lab == 9).max(axis=0) + 1 + np.array(OFFSET)) * RES
+    assert (m.vertices >= lo - 1e-3).all() and (m.vertices <= hi + 1e-3).all()
+    # Objects at the volume's faces are closed there too.
+    assert _closed(_weld(*(lambda m: (m.vertices, m.faces))(_get(cv, 12))))
+
+
+def test_simplified_vertices_stay_within_max_error(seg, cli, tmp_path):
+    path, _ = seg
+    assert cli("mesh", path, "--shape", "16,16,16", "--no-simplify", "--dir", "plain")[0] == 0
+    assert cli("mesh", path, "--shape", "16,16,16", "--max-error", "10", "--dir", "simple")[0] == 0
+    plain = _get(CloudVolume(f"file://{path}", mesh_dir="plain"), 7)
+    simple = _get(CloudVolume(f"file://{path}", mesh_dir="simple"), 7)
+    assert len(simple.faces) < len(plain.faces) / 2
+    assert _closed(_weld(simple.vertices, simple.faces))
+    distance = _point_triangle_distance(simple.vertices.astype(np.float64), plain.vertices.astype(np.float64)[plain.faces])
+    assert distance.max() <= 10 + 1e-3
+
+
+def test_sharded_multires_is_read_by_cloudvolume_and_tensorstore(seg, cli):
+    path, lab = seg
+    code, out, err = cli("mesh", path, "--shape", "16,16,16", "--sharded", "--lods", "3", "--no-simplify")
+    assert code == 0, err
+    info = json.loads((path / "mesh" / "info").read_text())
+    assert info["@type"] == "neuroglancer_multilod_draco" and info["sharding"]["hash"] == "murmurhash3_x86_128"
+    assert json.loads((path / "info").read_text())["mesh"] == "mesh"
+    cv = CloudVolume(f"file://{path}")
+    legacy_dir = path / "legacy"
+    assert cli("mesh", path, "--shape", "16,16,16", "--dir", "legacy", "--no-simplify")[0] == 0
+    reference = CloudVolume(f"file://{path}", mesh_dir="legacy")
+    store = ts.KvStore.open({"driver": "neuroglancer_uint64_sharded", "base": f"file://{path}/mesh/",
+                             "metadata": info["sharding"]}).result()
+    for label in (7, 9, 12, 2**40 + 5):
+        m = _get(cv, label)
+        ref = _get(reference, label)
+        # Level 0 is the legacy mesh split at forge-block boundaries. Within 5% (the acceptance bound):
+        # the known node-plane bug (see the xfail above) costs 1-2%.
+        assert abs(_volume(m.vertices, m.faces) - _volume(ref.vertices, ref.faces)) / _volume(ref.vertices, ref.faces) < 0.05
+        manifest = store.read(struct.pack(">Q", label)).result().value
+        assert manifest, label
+        num_lods = struct.unpack_from("<I", manifest, 24)[0]
+        assert num_lods == 3
+    # Each level is coarser: fewer triangles (for an object big enough to simplify).
+    shard = info["sharding"]
+    triangles = _triangles_per_lod(path / "mesh", 7, shard)
+    assert triangles[0] > triangles[1] > triangles[2] > 0
+    assert legacy_dir.exists()
+
+
+def _triangles_per_lod(mesh_dir, label, spec):
+    name = meshes.shard_name(int(meshes.shard_numbers([label], spec)[0]), spec)
+    blob = (mesh_dir / name).read_bytes()
+    start, end = meshes.decode_shard(blob, spec)[label]
+    manifest = blob[start:end]
+    data = blob[start - meshes.fragment_data_size(manifest) : start]
+    num_lods = struct.unpack_from("<I", manifest, 24)[0]
+    position = 28 + 16 * num_lods
+    counts = np.frombuffer(manifest, "<u4", num_lods, position)
+    position += 4 * num_lods
+    offset, out = 0, []
+    for n in counts.tolist():
+        position += 12 * n
+        sizes = np.frombuffer(manifest, "<u4", n, position)
+        position += 4 * n
+        total = 0
+        for size in sizes.tolist():
+            if size:
+                total += len(DracoPy.decode(data[offset : offset + size]).faces)
+            offset += size
+        out.append(total)
+    return out
+
+
+def test_ids_exclude_and_dust(seg, cli):
+    path, lab = seg
+    code, _, err = cli("mesh", path, "--shape", "16,16,16", "--ids", "7,9")
+    assert code == 0, err
+    assert mesh.meshed_objects(str(path)) == [7, 9]
+    assert not (path / "mesh" / "12:0").exists()
+    before = (path / "mesh" / "7:0:all").read_bytes()
+    # An --ids run adds objects and leaves the others alone.
+    assert cli("mesh", path, "--shape", "16,16,16", "--ids", "12")[0] == 0
+    assert mesh.meshed_objects(str(path)) == [7, 9, 12]
+    assert (path / "mesh" / "7:0:all").read_bytes() == before
+    # Dust: the 8-voxel object goes with a global threshold of 9, stays with 8.
+    assert cli("mesh", path, "--shape", "16,16,16", "--dir", "d9", "--dust-global", "9", "--exclude-ids", "12")[0] == 0
+    assert mesh.meshed_objects(str(path), "d9") == [7, 9]
+    assert cli("mesh", path, "--shape", "16,16,16", "--dir", "d8", "--dust-global", "8")[0] == 0
+    assert mesh.meshed_objects(str(path), "d8") == [7, 9, 12, 2**40 + 5]
+    # Per-block dust counts voxels in each block: object 9 (900 voxels over several blocks) loses
+    # its small corner fragments but keeps the big ones.
+    assert cli("mesh", path, "--shape", "16,16,16", "--dir", "t", "--dust-threshold", "100", "--no-simplify")[0] == 0
+    assert 2**40 + 5 not in mesh.meshed_objects(str(path), "t")
+
+
+def test_ids_that_do_not_exist_warn(seg, cli):
+    path, _ = seg
+    code, out, err = cli("mesh", path, "--shape", "16,16,16", "--ids", "7,4242")
+    assert code == 0, err
+    assert "warning: 1 of the --ids" in err and "4242" in err
+    assert mesh.meshed_objects(str(path)) == [7]
+
+
+def test_mesh_a_higher_mip(seg, cli):
+    path, lab = seg
+    assert cli("downsample", path, "--num-mips", "1", "--factor", "2,2,2")[0] == 0
+    code, _, err = cli("mesh", path, "--mip", "1", "--no-simplify")
+    assert code == 0, err
+    info = json.loads((path / "mesh" / "info").read_text())
+    assert info["mip"] == 1
+    m = _get(CloudVolume(f"file://{path}"), 7)
+    expected = (lab == 7).sum() * np.prod(RES)
+    assert abs(_volume(m.vertices, m.faces) - expected) / expected < 0.1  # coarser voxels, same object
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mip", "3"], "no mip 3"),
+    (["--ids", "7,x"], "--ids must be comma-separated"),
+    (["--max-error", "-1"], "--max-error must be zero or more"),
+    (["--dir", "a/b"], "--dir"),
+])
+def test_bad_input(seg, cli, argv, message):
+    path, _ = seg
+    code, out, err = cli("mesh", path, *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (path / "mesh").exists()
+
+
+def test_image_layer_is_refused(tmp_path, cli):
+    np.save(tmp_path / "img.npy", np.zeros((4, 8, 8), np.uint8))
+    assert cli("ingest", tmp_path / "img.npy", tmp_path / "img", "--resolution", "4,4,40")[0] == 0
+    code, _, err = cli("mesh", tmp_path / "img")
+    assert code == 2 and "image layer" in err
