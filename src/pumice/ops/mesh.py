@@ -16,9 +16,8 @@ volume. ``.pumice/objects/<partition>.json`` records which objects are meshed; r
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -34,10 +33,6 @@ DEFAULT_MEMORY = 768 * 2**20
 FORGE_BYTES_PER_VOXEL = 40  # the block, its padded copy and zmesh's working memory (measured on pinky40)
 VOXELS_PER_OBJECT = 50_000  # a guess at object density, only to size minishards (index granularity)
 LEGACY_FRAGMENT = "{id}:0:all"
-
-
-def partition_spec(bits: int, minishard_bits: int) -> dict:
-    return meshes.mesh_sharding(bits, minishard_bits)
 
 
 @register("mesh.forge")
@@ -104,7 +99,7 @@ class MeshForgeTask(Task):
             fragments.append((label, own_voxels.get(label, 0), _to_global(mesh.vertices, origin, resolution), mesh.faces))
         mesher.clear()
 
-        spec = partition_spec(self.partition_bits, self.minishard_bits)
+        spec = meshes.mesh_sharding(self.partition_bits, self.minishard_bits)
         parts = meshes.shard_numbers([f[0] for f in fragments], spec) if fragments else []
         kv = open_kv(self.layer)
         name = "_".join(f"{lo}-{hi}" for lo, hi in zip(box.minpt, box.maxpt))
@@ -176,10 +171,10 @@ class MeshMergeTask(Task):
         labels = sorted(label for label in pieces if voxels[label] >= self.dust_global)
         dust = len(pieces) - len(labels)
         record_key = f"{self.mesh_dir}/.pumice/objects/{self.partition}.json"
-        previous = set(kv.get_json(record_key) or []) if kv.exists(record_key) else set()
+        previous = set(kv.get_json(record_key) or [])
         triangles = 0
         if self.sharded:
-            spec = partition_spec(self.partition_bits, self.minishard_bits)
+            spec = meshes.mesh_sharding(self.partition_bits, self.minishard_bits)
             shard_key = f"{self.mesh_dir}/{meshes.shard_name(self.partition, spec)}"
             entries: dict[int, tuple[bytes, bytes]] = {}
             if self.keep_others and previous:
@@ -194,7 +189,7 @@ class MeshMergeTask(Task):
                 entries[label] = meshes.multires_mesh(lods, self.lod_scale, self.grid_origin, self.grid_chunk)
             if entries:
                 kv.put(shard_key, meshes.encode_shard(entries, spec))
-            elif kv.exists(shard_key):
+            else:
                 kv.delete(shard_key)
             objects = sorted(entries)
         else:
@@ -263,7 +258,7 @@ def plan(
     lods = lods or 3
     if dust_threshold < 0 or dust_global < 0:
         raise PumiceError("dust thresholds are voxel counts, zero or more")
-    if urls.normalize(layer.url).startswith(("http://", "https://")):
+    if not urls.is_writable(layer.url):
         raise LayerError(f"cannot write meshes into {urls.display(layer.url)}: http(s) locations are read-only; "
                          "transfer the layer to a path, gs:// or s3:// first")
     mesh_dir = mesh_dir or str(info.extra.get("mesh") or "mesh")
@@ -280,7 +275,7 @@ def plan(
     blocks = count_grid_blocks(region, block, scale.voxel_offset)
 
     kv = open_kv(layer.url)
-    existing = kv.get_json(f"{mesh_dir}/info") if kv.exists(f"{mesh_dir}/info") else None
+    existing = kv.get_json(f"{mesh_dir}/info")
     fmt = meshes.MULTIRES_TYPE if sharded else meshes.LEGACY_INFO["@type"]
     if existing is not None and existing.get("@type") != fmt:
         raise PumiceError(f"{urls.display(layer.url)}/{mesh_dir} already holds {existing.get('@type')} meshes; "
@@ -299,14 +294,12 @@ def plan(
     # before): level-0 nodes on that grid need no cutting.
     grid_chunk = tuple(float(b * r) for b, r in zip(block, scale.resolution))
     grid_origin = tuple(float((o + 0.5) * r - c) for o, r, c in zip(scale.voxel_offset, scale.resolution, grid_chunk))
-    mesh_info = (meshes.multires_info(partition_spec(bits, minishard_bits), {"mip": mip, "chunk_size": list(block)})
+    mesh_info = (meshes.multires_info(meshes.mesh_sharding(bits, minishard_bits), {"mip": mip, "chunk_size": list(block)})
                  if sharded else {**meshes.LEGACY_INFO, "mip": mip, "chunk_size": list(block)})
     mesh_info["pumice_partition"] = [bits, minishard_bits]
     if not dry_run:
         kv.put_json(f"{mesh_dir}/info", mesh_info)
         if info.extra.get("mesh") != mesh_dir:
-            from dataclasses import replace
-
             layer.info = replace(info, extra={**info.extra, "mesh": mesh_dir})
             layer.save_info()
 
@@ -345,9 +338,7 @@ def plan(
     def finish() -> list[str]:
         messages = []
         if ids:
-            meshed: set[int] = set()
-            for part in range(1 << bits):
-                meshed.update(kv.get_json(f"{mesh_dir}/.pumice/objects/{part}.json") or [])
+            meshed = set(_recorded(kv, mesh_dir))
             missing = [i for i in ids if i not in meshed]
             if missing:
                 shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -362,8 +353,11 @@ def plan(
 
 def meshed_objects(path: str, mesh_dir: str = "mesh") -> list[int]:
     """Every object the record says is meshed in ``mesh_dir``."""
-    kv: KV = open_kv(Layer.open(path).url)
+    return _recorded(open_kv(Layer.open(path).url), mesh_dir)
+
+
+def _recorded(kv: KV, mesh_dir: str) -> list[int]:
     out: set[int] = set()
     for key in kv.list(f"{mesh_dir}/.pumice/objects/"):
-        out.update(json.loads(kv.get(key)))
+        out.update(kv.get_json(key) or [])
     return sorted(out)
