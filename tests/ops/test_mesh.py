@@ -86,9 +86,7 @@ def _point_triangle_distance(points, tri):
     return best
 
 
-@pytest.mark.parametrize("sharded", [False, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-    "known bug: level 0 of the multi-resolution format loses triangles at octree-node planes after Draco "
-    "quantization (1-2% of the surface); open in issue 4")))])
+@pytest.mark.parametrize("sharded", [False, True])
 def test_unsimplified_meshes_are_closed_and_enclose_the_voxels(seg, cli, sharded):
     path, lab = seg
     flags = ["--sharded"] if sharded else []

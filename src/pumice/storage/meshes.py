@@ -154,6 +154,35 @@ def _snap_to_grid(mesh, origin: np.ndarray, grid: np.ndarray):
     return zmesh.Mesh(np.where(near, origin + nearest * grid, v).astype(np.float32), mesh.faces, None)
 
 
+def _split_uncut(mesh, origin: np.ndarray, grid: np.ndarray) -> dict[tuple, list] | None:
+    """Triangles grouped by the grid cell holding their centroid, when every triangle lies within
+    its cell (forge's blocks on that grid give exactly this at level 0); None if one crosses.
+
+    Needed because zmesh.chunk_mesh mishandles triangles with an edge on one cutting plane and a
+    vertex on another: it leaves a zero-area sliver in the neighbour cell (which Draco drops) and
+    no triangle in its own, opening a hole.
+    """
+    import zmesh
+
+    if not len(mesh.faces):
+        return None
+    v = mesh.vertices.astype(np.float64)
+    f = mesh.faces.astype(np.int64)
+    corners = (v[f] - origin) / grid  # triangle x corner x axis, in cells
+    cell = np.floor(corners.mean(axis=1)).astype(np.int64)
+    slack = 1e-5
+    if (corners < cell[:, None, :] - slack).any() or (corners > cell[:, None, :] + 1 + slack).any():
+        return None
+    order = np.lexsort(cell.T[::-1])
+    cell, f = cell[order], f[order]
+    starts = np.flatnonzero(np.r_[True, (np.diff(cell, axis=0) != 0).any(axis=1)])
+    out: dict[tuple, list] = {}
+    for start, end in zip(starts, np.r_[starts[1:], len(f)]):
+        used, local = np.unique(f[start:end], return_inverse=True)
+        out[tuple(int(c) for c in cell[start])] = [zmesh.Mesh(v[used].astype(np.float32), local.reshape(-1, 3).astype(np.uint32), None)]
+    return out
+
+
 def multires_mesh(lods: Sequence, lod_scale: float, grid_origin: Sequence[float], chunk: Sequence[float]) -> tuple[bytes, bytes]:
     """Encode one object: (fragment data, manifest) from its meshes, finest first.
 
@@ -174,8 +203,8 @@ def multires_mesh(lods: Sequence, lod_scale: float, grid_origin: Sequence[float]
     lo = np.asarray(grid_origin, dtype=np.float64) + np.floor((everything.min(axis=0) - grid_origin) / top) * top
     per_lod: list[dict[tuple, bytes]] = []
     for lod, mesh in enumerate(lods):
-        pieces: dict[tuple, list] = {}
-        if len(mesh.faces):
+        pieces: dict[tuple, list] = (_split_uncut(mesh, lo, chunk) if lod == 0 else None) or {}
+        if len(mesh.faces) and not pieces:
             grid = chunk * (1 << max(lod - 1, 0))
             for child, piece in zmesh.chunk_mesh(_snap_to_grid(mesh, lo, grid), grid, tuple(lo)).items():
                 if len(piece.faces):
