@@ -53,6 +53,13 @@ def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
     np.testing.assert_array_equal(seg[:, :, :][..., 0], labels.transpose(2, 1, 0))
     for layer in (em, seg):  # a pyramid: at least one mip above the first
         assert len(layer.info["scales"]) >= 2
+    # Every cell is meshed (sharded multi-resolution), and CloudVolume reads the meshes.
+    cells = [int(i) for i in np.unique(labels) if i]
+    assert seg.info["mesh"] == "mesh" and sorted(seg.mesh.meta.info["sharding"]) and len(cells) > 5
+    for cell in cells[:3]:
+        m = seg.mesh.get(cell)
+        m = m[cell] if isinstance(m, dict) else m
+        assert len(m.faces) > 100
     em1 = CloudVolume(f"file://{tmp_path}/demo/em", mip=1)
     assert em1.shape[0] == 128 and em1[em1.bounds].mean() > 50
     with h5py.File(tmp_path / "demo" / "sources" / "labels.h5") as f:
