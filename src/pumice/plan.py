@@ -85,6 +85,9 @@ class Plan:
     finish: Callable[[], list[str] | None] | None = None  # after the last stage; may return notes for the user
     description: dict[str, Any] = field(default_factory=dict)  # shown by --dry-run and the summary
     resumable: bool = True  # False: no ledger (idempotent work that may remove the ledger's own home)
+    # What the run produced, for the summary, from the tasks' summed results per stage (tasks of
+    # this run only: a resumed run counts what it did).
+    outcome: Callable[[dict[str, dict[str, float]]], str] | None = None
 
     @property
     def job_id(self) -> str:

@@ -114,6 +114,10 @@ def summary(plan: Plan, report: local.RunReport) -> str:
         parts.append(f"{voxels / 1e6:.1f} MVx at {rate:.1f} MVx/s with {report.workers} worker(s)")
     if report.peak_rss_bytes:
         parts.append(f"peak memory per worker {format_bytes(report.peak_rss_bytes)}")
+    if len(report.stages) > 1 and report.ran:
+        parts.append("stages " + ", ".join(f"{s.name} {s.seconds:.1f} s" for s in report.stages))
+    if plan.outcome is not None and report.ran:
+        parts.append(plan.outcome({s.name: s.totals for s in report.stages}))
     where = urls.display(plan.destination)
     text = "; ".join(parts) + f". Output: {where} — inspect with `pumice info {where}`, look with `pumice view {where}`."
     if report.ran == 0 and total:

@@ -17,6 +17,7 @@ volume. ``.pumice/objects/<partition>.json`` records which objects are meshed; r
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -59,6 +60,7 @@ class MeshForgeTask(Task):
     def run(self) -> dict[str, Any]:
         import fastremap
 
+        started = time.perf_counter()
         layer = Layer.open(self.layer)
         scale = layer.info.scale(self.mip)
         box = Bbox.from_list(self.bbox)
@@ -88,8 +90,9 @@ class MeshForgeTask(Task):
         resolution = np.array(scale.resolution, dtype=np.float64)
 
         fragments = []
+        clock: dict[str, float] = {"marching_cubes_seconds": 0.0, "simplify_seconds": 0.0}
         for label, corner, mesh in _mesh_objects(labels, tuple(scale.resolution), self.reduction if self.simplify else 0,
-                                                 self.max_error if self.simplify else 0):
+                                                 self.max_error if self.simplify else 0, clock):
             fragments.append((label, own_voxels.get(label, 0), _to_global(mesh.vertices, origin + corner, resolution),
                               mesh.faces))
         del labels
@@ -103,10 +106,11 @@ class MeshForgeTask(Task):
             groups.setdefault(int(part), []).append(fragment)
         for part, group in groups.items():
             kv.put(f"{self.work}/{part}/{name}", pack_fragments(group))
-        return {"voxels": box.size, "objects": len(fragments), "triangles": sum(len(f[3]) for f in fragments)}
+        return {"voxels": box.size, "fragments": len(fragments), "fragment_triangles": sum(len(f[3]) for f in fragments),
+                "seconds": time.perf_counter() - started, **clock}
 
 
-def _mesh_objects(labels: np.ndarray, resolution: tuple, reduction: int, max_error: float):
+def _mesh_objects(labels: np.ndarray, resolution: tuple, reduction: int, max_error: float, clock: dict[str, float]):
     """(label, crop corner in voxels, mesh) for each object, in label order, each meshed and
     simplified by a fresh zmesh.Mesher on its own bounding box (plus one voxel of background).
 
@@ -125,9 +129,13 @@ def _mesh_objects(labels: np.ndarray, resolution: tuple, reduction: int, max_err
     objects = sorted((original[i], i, box) for i, box in enumerate(boxes) if i and box is not None and original.get(i, 0))
     for label, index, box in objects:
         crop = tuple(slice(max(b.start - 1, 0), b.stop + 1) for b in box)  # the block's own faces stay open
+        start = time.perf_counter()
         mesher = zmesh.Mesher(resolution)
         mesher.mesh(np.asfortranarray(dense[crop] == index).view(np.uint8), close=False)
+        meshed = time.perf_counter()
         mesh = mesher.get(1, normals=False, reduction_factor=reduction, max_error=max_error, voxel_centered=True)
+        clock["marching_cubes_seconds"] += meshed - start
+        clock["simplify_seconds"] += time.perf_counter() - meshed  # with reduction 0: only extraction
         if len(mesh.faces):
             yield label, np.array([c.start for c in crop], dtype=np.float64), mesh
 
@@ -369,7 +377,19 @@ def plan(
         provenance.record(url, "mesh", params, result.job_id)
         return messages
 
+    def outcome(totals: dict[str, dict[str, float]]) -> str:
+        text = f"{int(totals['merge'].get('objects', 0))} object(s) meshed, {int(totals['merge'].get('triangles', 0)):,} triangles"
+        text += " at level 0" if sharded else ""
+        forge = totals["forge"]
+        if forge.get("seconds"):
+            mc, simple = forge.get("marching_cubes_seconds", 0), forge.get("simplify_seconds", 0)
+            rest = max(forge["seconds"] - mc - simple, 0)
+            text += (f"; forge task time {forge['seconds']:.0f} s: simplification {simple:.0f} s, marching cubes {mc:.0f} s, "
+                     f"reading and writing {rest:.0f} s")
+        return text
+
     result.finish = finish
+    result.outcome = outcome
     return result, notes
 
 

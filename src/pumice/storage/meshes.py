@@ -136,6 +136,14 @@ def _draco(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, size: np
 
     top = (1 << QUANTIZATION_BITS) - 1
     q = np.clip(np.round((vertices - origin) / size * top), 0, top)
+    # Triangles whose corners quantize to one point (slivers from cutting, or tiny ones): Draco
+    # drops them anyway, and refuses a fragment made only of them. Empty fragments are valid.
+    corners = q[faces]
+    flat = ((corners[:, 0] == corners[:, 1]).all(1) | (corners[:, 1] == corners[:, 2]).all(1)
+            | (corners[:, 2] == corners[:, 0]).all(1))
+    if flat.all():
+        return b""
+    faces = faces[~flat]
     return DracoPy.encode(q.astype(np.float32), faces.astype(np.uint32), quantization_bits=QUANTIZATION_BITS,
                           quantization_range=top, quantization_origin=[0, 0, 0], compression_level=5)
 
