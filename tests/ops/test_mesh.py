@@ -234,3 +234,14 @@ def test_image_layer_is_refused(tmp_path, cli):
     assert cli("ingest", tmp_path / "img.npy", tmp_path / "img", "--resolution", "4,4,40")[0] == 0
     code, _, err = cli("mesh", tmp_path / "img")
     assert code == 2 and "image layer" in err
+
+
+def test_read_only_layer_is_refused(seg, cli):
+    """A layer served over http can be read but not given meshes: one clear line, nothing written."""
+    from pumice.serve.files import LayerFileServer
+
+    path, _ = seg
+    with LayerFileServer({"data": path.parent}) as server:
+        code, _, err = cli("mesh", f"precomputed://{server.url_for('data')}/{path.name}")
+    assert code == 2 and "read-only" in err and "Traceback" not in err
+    assert not (path / "mesh").exists()
