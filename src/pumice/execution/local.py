@@ -182,12 +182,18 @@ class _Workers:
             return future
         # Workers are spawned inside submit(). Spawned with SIGINT ignored, they leave Ctrl-C to this
         # process, which winds the run down; otherwise a worker still starting up prints a traceback.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        # SIGINT is also blocked meanwhile: Linux keeps a blocked signal pending even while it is
+        # ignored, so a Ctrl-C in this window reaches this process once the handler is back (ignored
+        # alone, it was lost and the run went on to finish).
+        if not _main_thread():
+            return self.pool.submit(fn, *args)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             return self.pool.submit(fn, *args)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, previous)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def _inline_done(self, _: Future) -> None:
         self.inline_busy = False
