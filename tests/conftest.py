@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -49,8 +50,11 @@ class Processes:
         import subprocess
         import sys
 
+        # A foreground command's Ctrl-C: SIGINT at its default even when the tests themselves run as a
+        # background job, which the shell starts with SIGINT ignored (inherited, and kept by Python).
         return subprocess.Popen([sys.executable, "-m", "pumice.cli.main", *map(str, args)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def run(self, *args: str) -> str:
         proc = self.start(*args)
