@@ -16,7 +16,6 @@ volume. ``.pumice/objects/<partition>.json`` records which objects are meshed; r
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
@@ -26,7 +25,7 @@ import numpy as np
 from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
 from ..plan import Plan, Stage, Task, register
-from ..storage import meshes, provenance, urls
+from ..storage import meshes, provenance, sharding, urls
 from ..storage.kv import KV, open_kv
 from ..storage.layer import Layer
 
@@ -271,6 +270,9 @@ def plan(
     dry_run: bool = False,
 ) -> tuple[Plan, list[str]]:
     notes: list[str] = []
+    if not urls.is_writable(urls.normalize(path)):  # before any read: nothing to fetch to say no
+        raise LayerError(f"cannot write meshes into {urls.display(urls.normalize(path))}: http(s) locations are read-only; "
+                         "transfer the layer to a path, gs:// or s3:// first")
     layer = Layer.open(path)
     info = layer.info
     if info.type != "segmentation":
@@ -287,9 +289,6 @@ def plan(
     lods = lods or 3
     if dust_threshold < 0 or dust_global < 0:
         raise PumiceError("dust thresholds are voxel counts, zero or more")
-    if not urls.is_writable(layer.url):
-        raise LayerError(f"cannot write meshes into {urls.display(layer.url)}: http(s) locations are read-only; "
-                         "transfer the layer to a path, gs:// or s3:// first")
     mesh_dir = mesh_dir or str(info.extra.get("mesh") or "mesh")
     if "/" in mesh_dir or mesh_dir in ("", ".", "..") or any(s.key == mesh_dir for s in info.scales):
         raise PumiceError(f"--dir {mesh_dir!r} must be a plain directory name that no scale uses")
@@ -313,11 +312,7 @@ def plan(
     if existing is not None and "pumice_partition" in existing:  # same partitions as before: records stay valid
         bits, minishard_bits = existing["pumice_partition"]
     else:
-        bits = max(0, math.ceil(math.log2(max(1, blocks // 2))))
-        per_shard = region.size / VOXELS_PER_OBJECT / (1 << bits)
-        minishard_bits = min(12, max(0, math.ceil(math.log2(max(1.0, per_shard / 64)))))
-        if not sharded:
-            minishard_bits = 0
+        bits, minishard_bits = sharding.partition_bits(blocks, region.size, VOXELS_PER_OBJECT, sharded)
     lod_scale = float(max(min(scale.resolution), max_error if simplify else 0))
     # Forge's fragments of a block lie between the centres of its first voxel and of the next
     # block's first voxel (caps at the volume's low faces reach half a voxel lower, into the node

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import gzip
 import struct
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
+
+from .sharding import hashed, shard_name, shard_numbers, uint64_sharding  # noqa: F401 (meshes.shard_numbers etc.)
 
 LEGACY_INFO = {"@type": "neuroglancer_legacy_mesh"}
 MULTIRES_TYPE = "neuroglancer_multilod_draco"
@@ -31,31 +33,8 @@ def legacy_manifest(fragments: Sequence[str]) -> dict:
 
 
 # -- sharding ------------------------------------------------------------------------------------
-def hashed(ids: Iterable[int], spec: dict) -> np.ndarray:
-    """The sharding hash of each id (after preshift), as uint64."""
-    values = [int(i) >> spec.get("preshift_bits", 0) for i in ids]
-    if spec["hash"] == "identity":
-        return np.array(values, dtype=np.uint64)
-    import mmh3
-
-    mask = (1 << 64) - 1
-    return np.array([mmh3.hash128(v.to_bytes(8, "little"), 0, False, signed=False) & mask for v in values], dtype=np.uint64)
-
-
-def shard_numbers(ids: Iterable[int], spec: dict) -> np.ndarray:
-    h = hashed(ids, spec)
-    return (h >> np.uint64(spec["minishard_bits"])) & np.uint64((1 << spec["shard_bits"]) - 1)
-
-
-def shard_name(shard: int, spec: dict) -> str:
-    digits = -(-spec["shard_bits"] // 4)
-    return f"{shard:0{digits}x}.shard" if digits else "0.shard"
-
-
 def mesh_sharding(shard_bits: int, minishard_bits: int) -> dict:
-    return {"@type": "neuroglancer_uint64_sharded_v1", "preshift_bits": 0, "hash": "murmurhash3_x86_128",
-            "minishard_bits": minishard_bits, "shard_bits": shard_bits, "minishard_index_encoding": "gzip",
-            "data_encoding": "raw"}
+    return uint64_sharding(shard_bits, minishard_bits)
 
 
 def encode_shard(entries: dict[int, tuple[bytes, bytes]], spec: dict) -> bytes:
