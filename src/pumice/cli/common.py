@@ -52,6 +52,18 @@ def vec_arg(text: str | None, name: str, *, kind: type = int, positive: bool = F
     return None if text is None else parse_vec(text, name, kind=kind, positive=positive)
 
 
+def parse_ids(text: str | None, name: str) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise PumiceError(f"{name} must be comma-separated whole numbers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise PumiceError(f"{name} must be positive object ids (0 is background), got {text!r}")
+    return values
+
+
 def memory_arg(args: argparse.Namespace) -> dict[str, int]:
     """``memory=`` for a planner, or nothing, so the planner's own default applies."""
     return {} if args.memory is None else {"memory": parse_bytes(args.memory)}

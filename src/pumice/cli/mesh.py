@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import PumiceError
 from ..ops import mesh
-from .common import add_run_options, execute, memory_arg, positive_int, vec_arg
+from .common import add_run_options, execute, memory_arg, parse_ids, positive_int, vec_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,18 +31,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lods", type=positive_int, help="levels of detail in the sharded format (default 3)")
     add_run_options(p)
     p.set_defaults(func=run)
-
-
-def parse_ids(text: str | None, name: str) -> tuple[int, ...]:
-    if not text:
-        return ()
-    try:
-        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise PumiceError(f"{name} must be comma-separated whole numbers, got {text!r}") from None
-    if any(v <= 0 for v in values):
-        raise PumiceError(f"{name} must be positive object ids (0 is background), got {text!r}")
-    return values
 
 
 def run(args: argparse.Namespace) -> int:

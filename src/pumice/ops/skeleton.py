@@ -1,0 +1,332 @@
+"""Skeleton: forge skeleton fragments per block with kimimaro (TEASAR), then fuse them per object.
+
+forge: each task skeletonizes its block plus one voxel on the high side. kimimaro's fix_borders
+centres every skeleton that crosses a block face on the object's cross-section in that face, and
+the face's voxel plane is in both neighbouring blocks, so their fragments end on the same vertex.
+Fragments are written grouped by merge partition: ``<skeleton dir>/.forge/<job>/<partition>/<block>``
+(the spatial index, as for meshes).
+
+merge: one task per partition (a shard in the sharded format) fuses each object's fragments
+(osteoid's simple_merge), then kimimaro's postprocess welds duplicate border vertices, removes
+loops, joins close components and prunes ticks shorter than ``tick_threshold`` nm; objects with
+less cable than ``min_cable`` nm are dropped. Output: one file per object, or Neuroglancer's
+sharded skeleton format through TensorStore's sharded kvstore.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import LayerError, PumiceError
+from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
+from ..plan import Plan, Stage, Task, register
+from ..storage import provenance, sharding, skeletons, urls
+from ..storage.kv import KV, open_kv
+from ..storage.layer import Layer
+
+DEFAULT_MEMORY = 768 * 2**20
+FORGE_BYTES_PER_VOXEL = 60  # the block, kimimaro's distance transforms (float32) and path fields
+FORGE_VOXELS = 256**3
+VOXELS_PER_OBJECT = 50_000  # only to size minishards
+
+
+@register("skeleton.forge")
+@dataclass(frozen=True)
+class SkeletonForgeTask(Task):
+    layer: str
+    mip: int
+    bbox: tuple
+    work: str
+    partition_bits: int
+    minishard_bits: int
+    teasar_scale: float = 1.5
+    teasar_const: float = 300.0
+    dust_threshold: int = 1000
+    ids: tuple = ()
+    exclude_ids: tuple = ()
+    fix_branching: bool = True
+    fix_borders: bool = True
+    fill_missing: bool = False
+    cross_sections: bool = False
+
+    def run(self) -> dict[str, Any]:
+        import fastremap
+        import kimimaro
+
+        started = time.perf_counter()
+        layer = Layer.open(self.layer)
+        scale = layer.info.scale(self.mip)
+        box = Bbox.from_list(self.bbox)
+        read_box = Bbox(box.minpt, tuple(min(b + 1, m) for b, m in zip(box.maxpt, scale.bounds.maxpt)))
+        if not self.fill_missing:
+            layer.require_chunks(read_box, self.mip)
+        labels = np.asfortranarray(layer.read(read_box, self.mip)[..., 0])
+        if self.ids:
+            labels = fastremap.mask_except(labels, list(self.ids), in_place=True)
+        if self.exclude_ids:
+            labels = fastremap.mask(labels, list(self.exclude_ids), in_place=True)
+        resolution = np.array(scale.resolution, dtype=np.float32)
+        found = kimimaro.skeletonize(
+            labels, teasar_params={"scale": self.teasar_scale, "const": self.teasar_const}, anisotropy=resolution,
+            dust_threshold=self.dust_threshold, fix_branching=self.fix_branching, fix_borders=self.fix_borders,
+            progress=False, parallel=1)
+        traced = time.perf_counter()
+        if self.cross_sections and found:
+            found = kimimaro.cross_sectional_area(labels, found, anisotropy=resolution)
+        del labels
+        attributes = skeletons.vertex_attributes(self.cross_sections)
+        # Block-local voxel index * resolution -> the volume's nm, through voxel centres.
+        shift = (np.array(read_box.minpt, dtype=np.float64) + 0.5) * resolution
+        encoded = []
+        for label in sorted(found):
+            skeleton = found[label]
+            if not len(skeleton.vertices):
+                continue
+            skeleton.vertices = (skeleton.vertices.astype(np.float64) + shift).astype(np.float32)
+            encoded.append((int(label), skeletons.encode(skeleton, attributes)))
+        spec = sharding.uint64_sharding(self.partition_bits, self.minishard_bits)
+        groups: dict[int, list] = {}
+        for part, item in zip(sharding.shard_numbers([e[0] for e in encoded], spec) if encoded else [], encoded):
+            groups.setdefault(int(part), []).append(item)
+        kv = open_kv(self.layer)
+        name = "_".join(f"{lo}-{hi}" for lo, hi in zip(box.minpt, box.maxpt))
+        for part, items in groups.items():
+            kv.put(f"{self.work}/{part}/{name}", skeletons.pack(items))
+        return {"voxels": box.size, "fragments": len(encoded), "seconds": time.perf_counter() - started,
+                "teasar_seconds": traced - started}
+
+
+@register("skeleton.merge")
+@dataclass(frozen=True)
+class SkeletonMergeTask(Task):
+    layer: str
+    skeleton_dir: str
+    work: str
+    partition: int
+    partition_bits: int
+    minishard_bits: int
+    sharded: bool
+    cross_sections: bool = False
+    tick_threshold: float = 3500.0
+    min_cable: float = 1000.0
+    keep_others: bool = False
+
+    def run(self) -> dict[str, Any]:
+        import kimimaro
+        from osteoid import Skeleton
+
+        kv = open_kv(self.layer)
+        attributes = skeletons.vertex_attributes(self.cross_sections)
+        pieces: dict[int, list] = {}
+        for key in sorted(kv.list(f"{self.work}/{self.partition}/")):
+            for label, blob in skeletons.unpack(kv.get(key)):
+                pieces.setdefault(label, []).append(skeletons.decode(blob, attributes, label))
+        record_key = f"{self.skeleton_dir}/.pumice/objects/{self.partition}.json"
+        previous = set(kv.get_json(record_key) or [])
+        written: dict[int, bytes] = {}
+        cable = 0.0
+        short = 0
+        for label in sorted(pieces):
+            fused = Skeleton.simple_merge(pieces.pop(label))
+            fused.extra_attributes = attributes
+            fused = kimimaro.postprocess(fused, dust_threshold=0, tick_threshold=self.tick_threshold)
+            length = float(fused.cable_length()) if len(fused.vertices) else 0.0
+            if length < self.min_cable:
+                short += 1
+                continue
+            fused.id = label
+            cable += length
+            written[label] = skeletons.encode(fused, attributes)
+        if self.sharded:
+            spec = sharding.uint64_sharding(self.partition_bits, self.minishard_bits, "gzip")
+            shard_file = f"{self.skeleton_dir}/{sharding.shard_name(self.partition, spec)}"
+            if not (self.keep_others and previous):
+                kv.delete(shard_file)  # a whole run rewrites its shard: no stale objects survive
+            store = skeletons.sharded_kvstore(_dir_spec(self.layer, self.skeleton_dir), spec)
+            if written:
+                import tensorstore as ts
+
+                txn = ts.Transaction()
+                for label, blob in written.items():
+                    store.with_transaction(txn).write(skeletons.shard_key(label), blob).result()
+                txn.commit_sync()
+        else:
+            for label, blob in written.items():
+                kv.put(f"{self.skeleton_dir}/{label}", blob)
+        objects = sorted(set(written) | (previous if self.keep_others else set()))
+        kv.put_json(record_key, objects)
+        return {"objects": len(written), "cable_nm": cable, "short_objects": short}
+
+
+def _dir_spec(layer_url: str, directory: str) -> dict:
+    spec = urls.kvstore_spec(layer_url)
+    return {**spec, "path": spec.get("path", "") + f"{directory}/"}
+
+
+# -- planning ------------------------------------------------------------------------------------
+def plan(
+    path: str,
+    *,
+    mip: int = 0,
+    shape: Sequence[int] | None = None,
+    teasar_scale: float = 1.5,
+    teasar_const: float = 300.0,
+    dust_threshold: int = 1000,
+    ids: Sequence[int] = (),
+    exclude_ids: Sequence[int] = (),
+    fix_branching: bool = True,
+    fix_borders: bool = True,
+    fill_missing: bool = False,
+    cross_sections: bool = False,
+    tick_threshold: float = 3500.0,
+    min_cable: float = 1000.0,
+    skeleton_dir: str | None = None,
+    sharded: bool = False,
+    memory: int = DEFAULT_MEMORY,
+    dry_run: bool = False,
+) -> tuple[Plan, list[str]]:
+    notes: list[str] = []
+    if not urls.is_writable(urls.normalize(path)):
+        raise LayerError(f"cannot write skeletons into {urls.display(urls.normalize(path))}: http(s) locations are "
+                         "read-only; transfer the layer to a path, gs:// or s3:// first")
+    layer = Layer.open(path)
+    info = layer.info
+    if info.type != "segmentation":
+        raise PumiceError(f"{urls.display(layer.url)} is an image layer; skeletons are made from segmentation layers")
+    if info.num_channels != 1:
+        raise PumiceError("skeletonizing needs a single-channel segmentation")
+    scale = info.scale(mip)
+    for name, value in (("--teasar-scale", teasar_scale), ("--teasar-const", teasar_const),
+                        ("--tick-threshold", tick_threshold), ("--min-cable", min_cable),
+                        ("--dust-threshold", dust_threshold)):
+        if value < 0:
+            raise PumiceError(f"{name} must be zero or more, got {value}")
+    skeleton_dir = skeleton_dir or str(info.extra.get("skeletons") or "skeletons")
+    if "/" in skeleton_dir or skeleton_dir in ("", ".", "..") or any(s.key == skeleton_dir for s in info.scales):
+        raise PumiceError(f"--dir {skeleton_dir!r} must be a plain directory name that no scale uses")
+    ids = tuple(sorted({int(i) for i in ids}))
+    exclude_ids = tuple(sorted({int(i) for i in exclude_ids}))
+
+    region = scale.bounds
+    per_voxel = FORGE_BYTES_PER_VOXEL + info.dtype.itemsize
+    block = vec(shape) if shape is not None else choose_block(region, scale.chunk_size, per_voxel,
+                                                               min(memory, int(FORGE_VOXELS * per_voxel)))
+    blocks = count_grid_blocks(region, block, scale.voxel_offset)
+    kv = open_kv(layer.url)
+    existing = kv.get_json(f"{skeleton_dir}/info")
+    if existing is not None and existing.get("@type") != skeletons.SKELETON_TYPE:
+        raise PumiceError(f"{urls.display(layer.url)}/{skeleton_dir} holds {existing.get('@type')}; choose another --dir")
+    if existing is not None and bool(existing.get("sharding")) != sharded:
+        raise PumiceError(f"{urls.display(layer.url)}/{skeleton_dir} already holds {'sharded' if existing.get('sharding') else 'unsharded'} "
+                          "skeletons; choose another --dir or delete that directory first")
+    if existing is not None and "pumice_partition" in existing:
+        bits, minishard_bits = existing["pumice_partition"]
+    else:
+        bits, minishard_bits = sharding.partition_bits(blocks, region.size, VOXELS_PER_OBJECT, sharded)
+    attributes = skeletons.vertex_attributes(cross_sections)
+    skeleton_info = skeletons.skeleton_info(
+        attributes, sharding.uint64_sharding(bits, minishard_bits, "gzip") if sharded else None,
+        {"mip": mip, "pumice_partition": [bits, minishard_bits]})
+    if not dry_run:
+        kv.put_json(f"{skeleton_dir}/info", skeleton_info)
+        if info.extra.get("skeletons") != skeleton_dir:
+            layer.info = replace(info, extra={**info.extra, "skeletons": skeleton_dir})
+            layer.save_info()
+
+    params = {"mip": mip, "block": list(block), "teasar": [teasar_scale, teasar_const], "dust_threshold": dust_threshold,
+              "ids": list(ids), "exclude_ids": list(exclude_ids), "fix_branching": fix_branching, "fix_borders": fix_borders,
+              "cross_sections": cross_sections, "tick_threshold": tick_threshold, "min_cable": min_cable,
+              "dir": skeleton_dir, "sharded": sharded, "partition": [bits, minishard_bits]}
+    url = layer.url
+    result = Plan("skeleton", url, params, [], description={})
+    work = f"{skeleton_dir}/.forge/{result.job_id}"
+
+    def forge_tasks():
+        for box in grid_blocks(region, block, scale.voxel_offset):
+            yield SkeletonForgeTask(layer=url, mip=mip, bbox=tuple(box.to_list()), work=work, partition_bits=bits,
+                                    minishard_bits=minishard_bits, teasar_scale=float(teasar_scale),
+                                    teasar_const=float(teasar_const), dust_threshold=int(dust_threshold), ids=ids,
+                                    exclude_ids=exclude_ids, fix_branching=fix_branching, fix_borders=fix_borders,
+                                    fill_missing=fill_missing, cross_sections=cross_sections)
+
+    def merge_tasks():
+        for part in range(1 << bits):
+            yield SkeletonMergeTask(layer=url, skeleton_dir=skeleton_dir, work=work, partition=part, partition_bits=bits,
+                                    minishard_bits=minishard_bits, sharded=sharded, cross_sections=cross_sections,
+                                    tick_threshold=float(tick_threshold), min_cable=float(min_cable), keep_others=bool(ids))
+
+    result.stages = [Stage("forge", forge_tasks, blocks), Stage("merge", merge_tasks, 1 << bits)]
+    result.description = {
+        "layer": f"{urls.display(url)}: segmentation {info.data_type}, mip {mip} {scale.key} size {format_vec(scale.size)}",
+        "skeletons": f"{url.rstrip('/')}/{skeleton_dir}: " + (f"sharded, {1 << bits} shard(s)" if sharded else "one file per object"),
+        "teasar": f"scale {teasar_scale:g}, const {teasar_const:g} nm",
+        "block": format_vec(block),
+        "memory_per_task": format_bytes(float(np.prod(block)) * per_voxel),
+        "voxels": region.size,
+    }
+
+    def finish() -> list[str]:
+        messages = []
+        if ids:
+            done = set(_recorded(kv, skeleton_dir))
+            missing = [i for i in ids if i not in done]
+            if missing:
+                shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+                messages.append(f"warning: {len(missing)} of the --ids have no skeleton (not in mip {mip}, dust, or "
+                                f"less cable than --min-cable): {shown}")
+        kv.delete_prefix(work + "/")
+        provenance.record(url, "skeleton", params, result.job_id)
+        return messages
+
+    def outcome(totals: dict[str, dict[str, float]]) -> str:
+        merge = totals["merge"]
+        text = f"{int(merge.get('objects', 0))} skeleton(s), {merge.get('cable_nm', 0) / 1e3:,.1f} µm of cable"
+        if merge.get("short_objects"):
+            text += f" ({int(merge['short_objects'])} object(s) under --min-cable dropped)"
+        forge = totals["forge"]
+        if forge.get("seconds"):
+            text += f"; forge task time {forge['seconds']:.0f} s, of which kimimaro {forge.get('teasar_seconds', 0):.0f} s"
+        return text
+
+    result.finish = finish
+    result.outcome = outcome
+    return result, notes
+
+
+def skeletonized_objects(path: str, skeleton_dir: str = "skeletons") -> list[int]:
+    return _recorded(open_kv(Layer.open(path).url), skeleton_dir)
+
+
+def _recorded(kv: KV, skeleton_dir: str) -> list[int]:
+    out: set[int] = set()
+    for key in kv.list(f"{skeleton_dir}/.pumice/objects/"):
+        out.update(kv.get_json(key) or [])
+    return sorted(out)
+
+
+def read_skeletons(path: str, ids: Sequence[int], skeleton_dir: str | None = None) -> dict[int, Any]:
+    """The stored skeletons of ``ids`` (osteoid Skeletons, nm); ids without one are left out."""
+    layer = Layer.open(path)
+    skeleton_dir = skeleton_dir or str(layer.info.extra.get("skeletons") or "skeletons")
+    kv = open_kv(layer.url)
+    info = kv.get_json(f"{skeleton_dir}/info")
+    if info is None:
+        raise PumiceError(f"{urls.display(layer.url)} has no skeletons in {skeleton_dir!r}; run `pumice skeleton` first")
+    attributes = info.get("vertex_attributes", [])
+    out = {}
+    if info.get("sharding"):
+        store = skeletons.sharded_kvstore(_dir_spec(layer.url, skeleton_dir), info["sharding"])
+        for label in ids:
+            blob = store.read(skeletons.shard_key(label)).result().value
+            if blob:
+                out[label] = skeletons.decode(blob, attributes, label)
+    else:
+        for label in ids:
+            blob = kv.get(f"{skeleton_dir}/{label}")
+            if blob is not None:
+                out[label] = skeletons.decode(blob, attributes, label)
+    return out
