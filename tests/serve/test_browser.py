@@ -70,6 +70,7 @@ info's "mesh" names one directory), in a 3D panel of their own viewer:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import threading
@@ -580,41 +581,57 @@ def mesh_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"dirs": {name: root / name for name in MESH_FORMATS}, "labels": labels}
 
 
-@pytest.fixture(scope="module")
-def mesh_viewer(chromium: Any, mesh_layers: dict[str, Any]) -> Iterator[Session]:
-    """`pumice view` of the meshed layers in a 3D panel, ball CENTRED selected, in its own page."""
+@contextlib.contextmanager
+def projection_viewer(browser: Any, dirs: dict[str, Path], selected: list[int],
+                      colours: dict[int, tuple[int, int, int]], position: list[float],
+                      resolution: tuple[int, ...], scale: float) -> Iterator[Session]:
+    """`pumice view` of segmentation layers in an orthographic 3D panel of its own page.
+
+    ``selected`` segments are selected in every layer, with fixed ``colours``; the panel shows
+    ``scale`` display units (voxels of ``resolution``) per canvas height around ``position``.
+    """
     try:
-        served = serve([str(mesh_layers["dirs"][name]) for name in MESH_FORMATS],
-                       segments={name: [CENTRED] for name in MESH_FORMATS}, layout="3d")
+        served = serve([str(path) for path in dirs.values()],
+                       segments={name: selected for name in dirs}, layout="3d")
         with served.server as files:
             viewer = served.viewer
             with viewer.txn() as s:
-                # Orthographic: the canvas height is exactly PROJECTION_SCALE display units.
+                # Orthographic: the canvas height is exactly `scale` display units.
                 s.layout = neuroglancer.DataPanelLayout("3d", orthographic_projection=True)
                 s.dimensions = neuroglancer.CoordinateSpace(
-                    names=["x", "y", "z"], units="nm", scales=list(MESH_RESOLUTION)
+                    names=["x", "y", "z"], units="nm", scales=list(resolution)
                 )
-                s.position = [o + c for o, c in zip(MESH_OFFSET, BALLS[CENTRED][0])]
-                s.projection_scale = PROJECTION_SCALE
+                s.position = position
+                s.projection_scale = scale
                 s.projection_background_color = "#%02x%02x%02x" % PROJECTION_BACKGROUND
-                s.show_slices = False  # only meshes may draw in the 3D panel
+                s.show_slices = False  # only meshes and skeletons may draw in the 3D panel
                 s.show_axis_lines = False
                 s.show_scale_bar = False
                 s.show_default_annotations = False
                 s.selected_layer.visible = False
                 s.statistics.visible = False
-                for name in MESH_FORMATS:
+                for name in dirs:
                     seg = s.layers[name]
-                    seg.segment_colors = {k: "#%02x%02x%02x" % colour for k, (_, _, colour) in BALLS.items()}
+                    seg.segment_colors = {k: "#%02x%02x%02x" % colour for k, colour in colours.items()}
                     seg.selected_alpha = 1.0
                     seg.not_selected_alpha = 0.0
-            session = open_page(chromium, viewer, served.url, files.base_url)
+            session = open_page(browser, viewer, served.url, files.base_url)
             try:
                 yield session
             finally:
                 session.page.close()
     finally:
         neuroglancer.stop()
+
+
+@pytest.fixture(scope="module")
+def mesh_viewer(chromium: Any, mesh_layers: dict[str, Any]) -> Iterator[Session]:
+    """`pumice view` of the meshed layers in a 3D panel, ball CENTRED selected, in its own page."""
+    with projection_viewer(
+        chromium, mesh_layers["dirs"], [CENTRED], {k: colour for k, (_, _, colour) in BALLS.items()},
+        [o + c for o, c in zip(MESH_OFFSET, BALLS[CENTRED][0])], MESH_RESOLUTION, PROJECTION_SCALE,
+    ) as session:
+        yield session
 
 
 def shaded(pixels: np.ndarray, colour: tuple[int, int, int], tolerance: float = 12) -> np.ndarray:
@@ -691,3 +708,127 @@ def test_mesh_rendered_in_3d_panel(
                   and url.endswith(".shard")]
         assert any(status == 206 and "range" in req for status, req in shards)
         assert not any(":0" in url for url, _, _ in fetched)
+
+
+# --------------------------------------------------------------------------------------------
+# Skeletons in the 3D panel
+
+SKELETON_SIZE = (112, 48, 40)  # x, y, z
+SKELETON_OFFSET = (10, 20, 30)
+SKELETON_RESOLUTION = (8, 8, 8)
+# Tubes: axis (0 = x, 1 = y), start and stop along it, centre on the other two axes (array voxel
+# edges), radius (voxels) and the segment's fixed colour. Tube 5 crosses three 32^3 forge blocks
+# along x, tube 9 one block face along y; seen along z, 9 crosses 5 (8 voxels further up in z).
+TUBES = {5: (0, (6, 106), (20, 20), 4, (255, 0, 0)), 9: (1, (4, 44), (80, 12), 3, (0, 128, 255))}
+# One layer per format, as for meshes: the info's "skeletons" names one directory.
+SKELETON_FORMATS = {"skeletons_plain": ("skeletons", []), "skeletons_sharded": ("skeletons_sharded", ["--sharded"])}
+SKELETON_CENTRE = (56, 24, 20)  # the view's centre (array voxels): the middle of tube 5 in x
+SKELETON_SCALE = CANVAS[1]  # 1 pixel per voxel: tube 5 (100 voxels) fits the 128-pixel width
+LINE_WIDTH = 3  # pixels: skeleton lines are 1 pixel wide by default
+
+
+@pytest.fixture(scope="module")
+def skeleton_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two labelled tubes, ingested twice and skeletonized in each format with ``pumice skeleton``.
+
+    No ``pumice mesh``: the layers have no meshes, so whatever the client draws in the segments'
+    colours in the 3D panel is the skeletons.
+    """
+    import json
+
+    from pumice.cli.main import main
+
+    root = tmp_path_factory.mktemp("skeletons")
+    centres = np.meshgrid(*(np.arange(n) + 0.5 for n in SKELETON_SIZE), indexing="ij")  # voxel centres
+    labels = np.zeros(SKELETON_SIZE, dtype=np.uint32)
+    for segment, (axis, (start, stop), centre, radius, _) in TUBES.items():
+        along = centres[axis]
+        across = [c for i, c in enumerate(centres) if i != axis]
+        inside = (along >= start) & (along < stop)
+        inside &= (across[0] - centre[0]) ** 2 + (across[1] - centre[1]) ** 2 < radius**2
+        labels[inside] = segment
+    np.save(root / "tubes.npy", labels.transpose(2, 1, 0))
+    for name, (skeleton_dir, options) in SKELETON_FORMATS.items():
+        path = str(root / name)
+        assert main(["ingest", str(root / "tubes.npy"), path, "--resolution", ",".join(map(str, SKELETON_RESOLUTION)),
+                     "--offset", ",".join(map(str, SKELETON_OFFSET)), "--chunk-size", "32,32,32",
+                     "--no-progress", "--workers", "1"]) == 0
+        # Small objects: keep them, and their short end pieces within a block.
+        assert main(["skeleton", path, "--dir", skeleton_dir, *options, "--shape", "32,32,32",
+                     "--tick-threshold", "100", "--min-cable", "100", "--dust-threshold", "100",
+                     "--no-progress", "--workers", "1"]) == 0
+        info = json.loads((root / name / "info").read_text())
+        assert info["skeletons"] == skeleton_dir and "mesh" not in info
+    return {"dirs": {name: root / name for name in SKELETON_FORMATS}, "labels": labels}
+
+
+@pytest.fixture(scope="module")
+def skeleton_viewer(chromium: Any, skeleton_layers: dict[str, Any]) -> Iterator[Session]:
+    """`pumice view` of the skeletonized layers in a 3D panel, tube 5 selected, lines widened."""
+    with projection_viewer(
+        chromium, skeleton_layers["dirs"], [5], {k: tube[-1] for k, tube in TUBES.items()},
+        [o + c for o, c in zip(SKELETON_OFFSET, SKELETON_CENTRE)], SKELETON_RESOLUTION, SKELETON_SCALE,
+    ) as session:
+        with session.viewer.txn() as s:
+            for name in SKELETON_FORMATS:
+                s.layers[name].skeleton_rendering.line_width3d = LINE_WIDTH
+        yield session
+
+
+def to_screen(point: float, axis: int) -> float:
+    """Screen column (axis 0, x) or row (axis 1, y) whose pixel centre shows array coordinate ``point``.
+
+    Pixel i's centre is at i; with the default orientation screen x is +x, screen down is +y.
+    """
+    scale = SKELETON_SCALE / CANVAS[1]  # voxels per pixel
+    return (point - SKELETON_CENTRE[axis]) / scale + CANVAS[axis] / 2 - 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.parametrize("layer", list(SKELETON_FORMATS))
+def test_skeleton_rendered_in_3d_panel(skeleton_viewer: Session, layer: str) -> None:
+    """The client draws each selected segment's skeleton, a line along its tube's axis, and nothing else."""
+    viewer, page = skeleton_viewer.viewer, skeleton_viewer.page
+    with viewer.txn() as s:
+        for managed in s.layers:
+            managed.visible = managed.name == layer
+    try:
+        # The last selection, none, is the negative control: no colour at all.
+        for selected in ([5], [9], []):
+            select_segments(viewer, layer, selected)
+            pixels = screenshot(viewer, page)
+            np.save(f"/tmp/skt/px_{layer}_{selected}.npy", pixels)
+            assert np.all(pixels[..., 3] == 255)
+            drawn = np.zeros(pixels.shape[:2], dtype=bool)
+            for segment, (axis, (start, stop), centre, radius, colour) in TUBES.items():
+                lit = shaded(pixels, colour)
+                if segment not in selected:
+                    assert not lit.any(), f"{lit.sum()} pixels in the colour of unselected segment {segment}"
+                    continue
+                rows, cols = np.nonzero(lit)
+                along, across = (cols, rows) if axis == 0 else (rows, cols)
+                axis_at = to_screen(centre[0], 1 - axis)  # the tube's axis on screen
+                first, last = to_screen(start + 0.5, axis), to_screen(stop - 0.5, axis)  # end voxels
+                assert len(along) >= 0.9 * (last - first) * LINE_WIDTH, f"segment {segment}: only {len(along)} pixels"
+                assert abs(across.mean() - axis_at) < 1, f"segment {segment}: drawn at {across.mean():.1f}, not {axis_at}"
+                # Every pixel within the tube (widened by the line) and the line along nearly all of it.
+                assert np.all(np.abs(across - axis_at) <= radius + LINE_WIDTH), f"segment {segment} drawn off its tube"
+                assert along.min() >= first - LINE_WIDTH and along.max() <= last + LINE_WIDTH
+                assert along.max() - along.min() >= 0.9 * (last - first), f"segment {segment}: line too short"
+                drawn |= lit
+            assert np.all(pixels[~drawn][:, :3] == PROJECTION_BACKGROUND), "something besides the skeletons is drawn"
+    finally:
+        select_segments(viewer, layer, [5])
+    # The skeletons came from the format under test.
+    fetched = [(url, status, req) for url, status, req, _ in skeleton_viewer.responses if f"/{layer}/" in url]
+    skeleton_dir = SKELETON_FORMATS[layer][0]
+    if layer == "skeletons_plain":
+        for segment in TUBES:
+            assert any(url.endswith(f"/{layer}/{skeleton_dir}/{segment}") and status == 200
+                       for url, status, _ in fetched), segment
+    else:
+        shards = [(status, req) for url, status, req in fetched if f"/{layer}/{skeleton_dir}/" in url
+                  and url.endswith(".shard")]
+        assert any(status == 206 and "range" in req for status, req in shards)
+        assert not any(url.endswith(f"/{skeleton_dir}/{segment}") for url, _, _ in fetched for segment in TUBES)

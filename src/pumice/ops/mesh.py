@@ -294,6 +294,7 @@ def plan(
         raise PumiceError(f"--dir {mesh_dir!r} must be a plain directory name that no scale uses")
     ids = tuple(sorted({int(i) for i in ids}))
     exclude_ids = tuple(sorted({int(i) for i in exclude_ids}))
+    max_error, dust_threshold, dust_global = float(max_error), int(dust_threshold), int(dust_global)  # one job id for 40 and 40.0
 
     region = scale.bounds
     if shape is not None:

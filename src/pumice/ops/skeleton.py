@@ -210,6 +210,9 @@ def plan(
         raise PumiceError(f"--dir {skeleton_dir!r} must be a plain directory name that no scale uses")
     ids = tuple(sorted({int(i) for i in ids}))
     exclude_ids = tuple(sorted({int(i) for i in exclude_ids}))
+    # One job id for equal settings however they were written (1000 or 1000.0).
+    teasar_scale, teasar_const, tick_threshold, min_cable = map(float, (teasar_scale, teasar_const, tick_threshold, min_cable))
+    dust_threshold = int(dust_threshold)
 
     region = scale.bounds
     per_voxel = FORGE_BYTES_PER_VOXEL + info.dtype.itemsize

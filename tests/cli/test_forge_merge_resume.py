@@ -1,5 +1,6 @@
-"""Acceptance (issue 4): SIGKILL `pumice mesh` during forge and during merge; the same command run
-again completes, redoes no finished task, and writes bytes identical to an uninterrupted run."""
+"""Acceptance (issues 4 and 5): SIGKILL `pumice mesh` or `pumice skeleton` during forge and during
+merge; the same command run again completes, redoes no finished task, and writes bytes identical
+to an uninterrupted run."""
 
 import re
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from pumice.execution.ledger import Ledger
-from pumice.ops import mesh
+from pumice.ops import mesh, skeleton
 
 SHAPE = (128, 96, 64)  # x, y, z
 BLOCK = "16,16,16"  # 8 x 6 x 4 = 192 forge tasks, 128 merge partitions
@@ -38,33 +39,43 @@ def _ingest(processes, root, name):
     return root / name
 
 
+OPERATIONS = {"mesh": (mesh.plan, mesh.meshed_objects, "mesh", []),
+              "skeleton": (skeleton.plan, skeleton.skeletonized_objects, "skeletons",
+                           ["--dust-threshold", "100", "--min-cable", "0"])}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage,sharded", [("forge", False), ("merge", True), ("forge", True), ("merge", False)])
-def test_sigkill_then_rerun_meshes_to_identical_bytes(source, processes, files_of, stage, sharded):
+@pytest.mark.parametrize("operation,stage,sharded", [
+    ("mesh", "forge", False), ("mesh", "merge", True), ("mesh", "forge", True), ("mesh", "merge", False),
+    ("skeleton", "forge", True), ("skeleton", "merge", False),
+])
+def test_sigkill_then_rerun_finishes_with_identical_bytes(source, processes, files_of, operation, stage, sharded):
+    planner, recorded, directory, extra = OPERATIONS[operation]
     fmt = ["--sharded"] if sharded else []
-    tag = f"{stage}-{'sharded' if sharded else 'legacy'}"
-    args = ["--shape", BLOCK, *fmt, "--workers", "2", "--no-progress"]
+    tag = f"{operation}-{stage}-{'sharded' if sharded else 'plain'}"
+    args = ["--shape", BLOCK, *fmt, *extra, "--workers", "2", "--no-progress"]
 
     ref = _ingest(processes, source, f"ref-{tag}")
-    processes.run("mesh", ref, *args)
+    processes.run(operation, ref, *args)
 
     dest = _ingest(processes, source, f"out-{tag}")
-    plan, _ = mesh.plan(str(dest), shape=(16, 16, 16), sharded=sharded, dry_run=True)
+    options = {"dust_threshold": 100, "min_cable": 0} if operation == "skeleton" else {}
+    plan, _ = planner(str(dest), shape=(16, 16, 16), sharded=sharded, dry_run=True, **options)
     totals = {s.name: s.count for s in plan.stages}
     assert totals["forge"] >= 100 and totals["merge"] >= 64
     ledger = Ledger(str(dest), plan.job_id)
 
-    done_before = processes.kill_midway(ledger, stage, totals[stage], "mesh", dest, *args)
+    done_before = processes.kill_midway(ledger, stage, totals[stage], operation, dest, *args)
     if stage == "merge":
         assert len(ledger.done("forge")) == totals["forge"]
 
-    out = processes.run("mesh", dest, *args)
+    out = processes.run(operation, dest, *args)
     match = re.search(r"\((\d+) run, (\d+) already done", out)
     assert match, out
     finished_earlier = len(done_before) + (totals["forge"] if stage == "merge" else 0)
     assert int(match.group(2)) == finished_earlier
     assert int(match.group(1)) == sum(totals.values()) - finished_earlier
     assert ledger.state()["status"] == "complete"
-    assert not (dest / "mesh" / ".forge").exists() or not any((dest / "mesh" / ".forge").rglob("*.*"))
+    assert not any((dest / directory / ".forge").rglob("*_*"))
     assert files_of(dest) == files_of(ref)
-    assert mesh.meshed_objects(str(dest)) == mesh.meshed_objects(str(ref)) and len(mesh.meshed_objects(str(ref))) > 40
+    assert recorded(str(dest), directory) == recorded(str(ref), directory) and len(recorded(str(ref), directory)) > 40
