@@ -66,6 +66,21 @@ info's "mesh" names one directory), in a 3D panel of their own viewer:
   255,0,0), with no anti-aliasing on the silhouette, so every pixel is either background or a
   scaled segment colour. The silhouette matches the labels projected along z (IoU ~0.97 for a
   ball 20 voxels across at 2 pixels per voxel); both formats gave identical pictures.
+
+Skeletons (``pumice skeleton``, one file per object and sharded, one layer each because the info's
+"skeletons" names one directory), in the same kind of 3D panel, on layers without meshes:
+
+* Neuroglancer finds them through the info's "skeletons" key and fetches them only for selected
+  segments (``skeletons/<id>``, or Range requests on ``*.shard``).
+* It draws lines in the flat segment colour: no lighting and no anti-aliasing, every pixel is
+  exactly the colour or background. ``skeleton_rendering.line_width3d`` (default 1) is the width
+  in pixels; at 3 a line covers 3 rows or columns, plus 1 pixel beyond the end vertices. Both
+  formats gave identical pictures. Vertices are in nm of the global voxel space (voxel centres
+  ``(voxel_offset + i + 0.5) * resolution``) and land on the voxels they were traced from.
+* Skeleton vertex attributes must be float32 (2.41.2; later clients add int32 and uint32):
+  another type, e.g. a uint8 ``vertex_types`` as CloudVolume declares it, fails the whole data
+  source ("Data type not supported by WebGL: UINT8"): the layer draws nothing and loads no
+  data at all, and ``viewer.screenshot`` never returns.
 """
 
 from __future__ import annotations
@@ -725,6 +740,8 @@ SKELETON_FORMATS = {"skeletons_plain": ("skeletons", []), "skeletons_sharded": (
 SKELETON_CENTRE = (56, 24, 20)  # the view's centre (array voxels): the middle of tube 5 in x
 SKELETON_SCALE = CANVAS[1]  # 1 pixel per voxel: tube 5 (100 voxels) fits the 128-pixel width
 LINE_WIDTH = 3  # pixels: skeleton lines are 1 pixel wide by default
+# Skeleton vertex attribute types Neuroglancer 2.41.2 can draw (newer clients add int32, uint32).
+WEBGL_ATTRIBUTE_TYPES = ("float32",)
 
 
 @pytest.fixture(scope="module")
@@ -775,6 +792,16 @@ def skeleton_viewer(chromium: Any, skeleton_layers: dict[str, Any]) -> Iterator[
         yield session
 
 
+def load_errors(page: Any, layer: str, timeout: float = 10.0) -> list[str]:
+    """Wait until the client has loaded, or failed to load, the data sources of ``layer``; the errors.
+
+    Reads the client's state (``window.viewer``): a source that failed has ``loadState.error``.
+    """
+    sources = f"viewer.layerManager.getLayerByName({layer!r}).layer.dataSources"
+    page.wait_for_function(f"() => {sources}.every(d => d.loadState !== undefined)", timeout=timeout * 1000)
+    return page.evaluate(f"() => {sources}.filter(d => d.loadState.error).map(d => String(d.loadState.error))")
+
+
 def to_screen(point: float, axis: int) -> float:
     """Screen column (axis 0, x) or row (axis 1, y) whose pixel centre shows array coordinate ``point``.
 
@@ -787,18 +814,25 @@ def to_screen(point: float, axis: int) -> float:
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.parametrize("layer", list(SKELETON_FORMATS))
-def test_skeleton_rendered_in_3d_panel(skeleton_viewer: Session, layer: str) -> None:
+def test_skeleton_rendered_in_3d_panel(skeleton_viewer: Session, skeleton_layers: dict[str, Any], layer: str) -> None:
     """The client draws each selected segment's skeleton, a line along its tube's axis, and nothing else."""
+    import json
+
+    skeleton_dir = SKELETON_FORMATS[layer][0]
+    info = json.loads((skeleton_layers["dirs"][layer] / skeleton_dir / "info").read_text())
+    unsupported = [a["id"] for a in info["vertex_attributes"] if a["data_type"] not in WEBGL_ATTRIBUTE_TYPES]
+    assert not unsupported, f"Neuroglancer rejects a skeleton layer with non-float32 vertex attributes: {unsupported}"
     viewer, page = skeleton_viewer.viewer, skeleton_viewer.page
     with viewer.txn() as s:
         for managed in s.layers:
             managed.visible = managed.name == layer
+    # A layer the client cannot load never lets viewer.screenshot return: fail fast and say why.
+    assert not (errors := load_errors(page, layer)), f"Neuroglancer did not load {layer}: {errors}"
     try:
         # The last selection, none, is the negative control: no colour at all.
         for selected in ([5], [9], []):
             select_segments(viewer, layer, selected)
             pixels = screenshot(viewer, page)
-            np.save(f"/tmp/skt/px_{layer}_{selected}.npy", pixels)
             assert np.all(pixels[..., 3] == 255)
             drawn = np.zeros(pixels.shape[:2], dtype=bool)
             for segment, (axis, (start, stop), centre, radius, colour) in TUBES.items():
@@ -811,7 +845,8 @@ def test_skeleton_rendered_in_3d_panel(skeleton_viewer: Session, layer: str) -> 
                 axis_at = to_screen(centre[0], 1 - axis)  # the tube's axis on screen
                 first, last = to_screen(start + 0.5, axis), to_screen(stop - 0.5, axis)  # end voxels
                 assert len(along) >= 0.9 * (last - first) * LINE_WIDTH, f"segment {segment}: only {len(along)} pixels"
-                assert abs(across.mean() - axis_at) < 1, f"segment {segment}: drawn at {across.mean():.1f}, not {axis_at}"
+                mean = across.mean()
+                assert abs(mean - axis_at) < 1, f"segment {segment}: drawn at {mean:.1f}, not {axis_at}"
                 # Every pixel within the tube (widened by the line) and the line along nearly all of it.
                 assert np.all(np.abs(across - axis_at) <= radius + LINE_WIDTH), f"segment {segment} drawn off its tube"
                 assert along.min() >= first - LINE_WIDTH and along.max() <= last + LINE_WIDTH
@@ -822,7 +857,6 @@ def test_skeleton_rendered_in_3d_panel(skeleton_viewer: Session, layer: str) -> 
         select_segments(viewer, layer, [5])
     # The skeletons came from the format under test.
     fetched = [(url, status, req) for url, status, req, _ in skeleton_viewer.responses if f"/{layer}/" in url]
-    skeleton_dir = SKELETON_FORMATS[layer][0]
     if layer == "skeletons_plain":
         for segment in TUBES:
             assert any(url.endswith(f"/{layer}/{skeleton_dir}/{segment}") and status == 200

@@ -17,10 +17,11 @@ IDENTITY = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0]
 
 
 def vertex_attributes(cross_sections: bool = False) -> list[dict]:
-    """radius (nm) and the SWC vertex type, as CloudVolume writes them; optionally the
-    cross-sectional area (nm^2) of the object's section normal to the skeleton at each vertex."""
-    out = [{"id": "radius", "data_type": "float32", "num_components": 1},
-           {"id": "vertex_types", "data_type": "uint8", "num_components": 1}]
+    """radius (nm); optionally the cross-sectional area (nm^2) of the object's section normal to
+    the skeleton at each vertex. float32 only: Neuroglancer (2.41) refuses a whole skeleton layer
+    whose info lists a uint8 attribute ("Data type not supported by WebGL"), so CloudVolume's
+    uint8 vertex_types (all 0 from kimimaro anyway) is left out."""
+    out = [{"id": "radius", "data_type": "float32", "num_components": 1}]
     if cross_sections:
         out.append({"id": "cross_sectional_area", "data_type": "float32", "num_components": 1})
     return out
