@@ -332,12 +332,49 @@ def show_mesh(r: dict) -> None:
               f"{b['seconds'] / row['seconds']:.2f} (2 workers)")
 
 
+def bench_skeleton(work: Path) -> dict:
+    """`pumice skeleton` with default settings on pinky40, 2 workers (bar: forge+merge under 10 minutes;
+    Igneous did not finish forge within 15 minutes in one process on this machine)."""
+    layer = _pinky_layer(work)
+    if layer is None:
+        return {"skipped": f"{PINKY} not found"}
+    rows = []
+    for sharded in (False, True):
+        target = work / "pinky40_skeleton"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(layer, target, ignore=shutil.ignore_patterns("mesh*", "skeletons*", ".pumice"))
+        seconds, rss, out = _pumice("skeleton", str(target), "--workers", "2", "--no-progress", *(["--sharded"] if sharded else []))
+        found = re.search(r"stages forge ([0-9.]+) s, merge ([0-9.]+) s; (\d+) skeleton\(s\), ([0-9,.]+) µm of cable", out)
+        kimimaro = re.search(r"forge task time (\d+) s, of which kimimaro (\d+) s", out)
+        rows.append({"sharded": sharded, "seconds": seconds, "peak_rss_mib": rss / 2**20, "forge_seconds": float(found.group(1)),
+                     "merge_seconds": float(found.group(2)), "skeletons": int(found.group(3)),
+                     "cable_um": float(found.group(4).replace(",", "")), "forge_task_seconds": int(kimimaro.group(1)),
+                     "kimimaro_seconds": int(kimimaro.group(2)),
+                     "output_bytes": sum(f.stat().st_size for f in (target / "skeletons").rglob("*")
+                                         if f.is_file() and ".pumice" not in f.parts)})
+    return {"work": "pinky40 512^3 uint32 at 32,32,40 nm, default settings", "voxels": 512**3, "runs": rows}
+
+
+def show_skeleton(r: dict) -> None:
+    if "skipped" in r:
+        print(f"skeleton: skipped ({r['skipped']})")
+        return
+    print(f"skeleton: {r['work']} (Igneous: forge unfinished after 15 minutes in 1 process)")
+    for row in r["runs"]:
+        print(f"  pumice skeleton{' --sharded' if row['sharded'] else '          '}, 2 workers: {row['seconds']:.1f} s wall "
+              f"({r['voxels'] / 1e6 / row['seconds']:.2f} MVx/s; forge {row['forge_seconds']:.0f} s + merge {row['merge_seconds']:.0f} s), "
+              f"peak RSS per worker {row['peak_rss_mib']:.0f} MiB, {row['skeletons']} skeletons, {row['cable_um']:,.0f} µm of cable, "
+              f"output {row['output_bytes'] / 2**20:.1f} MiB; forge task time {row['forge_task_seconds']} s, "
+              f"kimimaro {row['kimimaro_seconds']} s of it")
+
+
 BENCHMARKS = {
     "ingest": (bench_ingest, show_ingest),
     "downsample_image": (bench_downsample_image, show_pyramid),
     "downsample_segmentation": (bench_downsample_segmentation, show_pyramid),
     "transfer_image": (bench_transfer_image, show_pyramid),
     "mesh": (bench_mesh, show_mesh),
+    "skeleton": (bench_skeleton, show_skeleton),
 }
 
 

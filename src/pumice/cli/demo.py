@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         ("downsample the image (average)", ["downsample", str(em), "--restart", *workers]),
         ("downsample the segmentation (mode)", ["downsample", str(seg), "--restart", *workers]),
         ("mesh the segmentation (multi-resolution, sharded)", ["mesh", str(seg), "--sharded", "--restart", *workers]),
+        ("skeletonize the segmentation", ["skeleton", str(seg), "--min-cable", "200", "--restart", *workers]),
         ("the image layer", ["info", str(em)]),
         ("the segmentation layer", ["info", str(seg)]),
     ]
@@ -77,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
         if code != 0:
             return code
     _step(f"demo finished in {time.perf_counter() - started:.1f} s")
-    print(f"Look at it:  pumice view {em} {seg}   (select a cell to see its mesh in the 3D panel)")
+    print(f"Look at it:  pumice view {em} {seg}   (select a cell to see its mesh and skeleton in the 3D panel)")
     return 0
