@@ -144,3 +144,17 @@ def test_image_layer_and_export_without_skeletons(tmp_path, cli):
     assert cli("ingest", tmp_path / "lab.npy", tmp_path / "lab", "--resolution", "4,4,40")[0] == 0
     code, _, err = cli("skeleton", "export", tmp_path / "lab", "--ids", "1", "--out", tmp_path / "out")
     assert code == 2 and "run `pumice skeleton` first" in err
+
+
+def test_cross_sections(seg, cli):
+    path, lab = seg
+    code, _, err = cli("skeleton", path, "--dir", "sk_xs", "--ids", str(TUBE[0]), "--cross-sections", "--tick-threshold", "200")
+    assert code == 0, err
+    info = json.loads((path / "sk_xs" / "info").read_text())
+    assert [a["id"] for a in info["vertex_attributes"]] == ["radius", "cross_sectional_area"]
+    s = CloudVolume(f"file://{path}").skeleton.get(TUBE[0])
+    area = np.asarray(s.cross_sectional_area)
+    assert len(area) == len(s.vertices)
+    section = (lab[80] == TUBE[0]).sum() * RES[1] * RES[2]  # the tube's section across x, from its voxels
+    middle = (s.vertices[:, 0] / RES[0] - OFFSET[0] > 30) & (s.vertices[:, 0] / RES[0] - OFFSET[0] < 130)
+    assert abs(np.median(area[middle]) - section) / section < 0.25, (np.median(area[middle]), section)
