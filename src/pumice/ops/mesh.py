@@ -25,8 +25,8 @@ import numpy as np
 from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
 from ..plan import Plan, Stage, Task, register
-from ..storage import meshes, provenance, sharding, urls
-from ..storage.kv import KV, open_kv
+from ..storage import meshes, provenance, records, sharding, urls
+from ..storage.kv import open_kv
 from ..storage.layer import Layer
 
 DEFAULT_MEMORY = 768 * 2**20
@@ -198,7 +198,7 @@ class MeshMergeTask(Task):
                 voxels[label] = voxels.get(label, 0) + count
         labels = sorted(label for label in pieces if voxels[label] >= self.dust_global)
         dust = len(pieces) - len(labels)
-        record_key = f"{self.mesh_dir}/.pumice/objects/{self.partition}.json"
+        record_key = records.record_key(self.mesh_dir, self.partition)
         previous = set(kv.get_json(record_key) or [])
         triangles = 0
         if self.sharded:
@@ -364,7 +364,7 @@ def plan(
     def finish() -> list[str]:
         messages = []
         if ids:
-            meshed = set(_recorded(kv, mesh_dir))
+            meshed = set(records.recorded(kv, mesh_dir))
             missing = [i for i in ids if i not in meshed]
             if missing:
                 shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -391,11 +391,4 @@ def plan(
 
 def meshed_objects(path: str, mesh_dir: str = "mesh") -> list[int]:
     """Every object the record says is meshed in ``mesh_dir``."""
-    return _recorded(open_kv(Layer.open(path).url), mesh_dir)
-
-
-def _recorded(kv: KV, mesh_dir: str) -> list[int]:
-    out: set[int] = set()
-    for key in kv.list(f"{mesh_dir}/.pumice/objects/"):
-        out.update(kv.get_json(key) or [])
-    return sorted(out)
+    return records.recorded(open_kv(Layer.open(path).url), mesh_dir)

@@ -24,8 +24,8 @@ import numpy as np
 from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
 from ..plan import Plan, Stage, Task, register
-from ..storage import provenance, sharding, skeletons, urls
-from ..storage.kv import KV, open_kv
+from ..storage import provenance, records, sharding, skeletons, urls
+from ..storage.kv import open_kv
 from ..storage.layer import Layer
 
 DEFAULT_MEMORY = 768 * 2**20
@@ -149,7 +149,7 @@ class SkeletonMergeTask(Task):
         for key in sorted(kv.list(f"{self.work}/{self.partition}/")):
             for label, blob in skeletons.unpack(kv.get(key)):
                 pieces.setdefault(label, []).append(skeletons.decode(blob, attributes, label))
-        record_key = f"{self.skeleton_dir}/.pumice/objects/{self.partition}.json"
+        record_key = records.record_key(self.skeleton_dir, self.partition)
         previous = set(kv.get_json(record_key) or [])
         written: dict[int, bytes] = {}
         cable = 0.0
@@ -303,7 +303,7 @@ def plan(
     def finish() -> list[str]:
         messages = []
         if ids:
-            done = set(_recorded(kv, skeleton_dir))
+            done = set(records.recorded(kv, skeleton_dir))
             missing = [i for i in ids if i not in done]
             if missing:
                 shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -329,14 +329,7 @@ def plan(
 
 
 def skeletonized_objects(path: str, skeleton_dir: str = "skeletons") -> list[int]:
-    return _recorded(open_kv(Layer.open(path).url), skeleton_dir)
-
-
-def _recorded(kv: KV, skeleton_dir: str) -> list[int]:
-    out: set[int] = set()
-    for key in kv.list(f"{skeleton_dir}/.pumice/objects/"):
-        out.update(kv.get_json(key) or [])
-    return sorted(out)
+    return records.recorded(open_kv(Layer.open(path).url), skeleton_dir)
 
 
 def read_skeletons(path: str, ids: Sequence[int], skeleton_dir: str | None = None) -> dict[int, Any]:
