@@ -64,6 +64,9 @@ def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
     skeletonized = [c for c in cells if (tmp_path / "demo" / "segmentation" / "skeletons" / str(c)).exists()]
     assert len(skeletonized) > len(cells) // 2
     assert len(seg.skeleton.get(skeletonized[0]).vertices) > 5
+    code, out, _ = cli("info", tmp_path / "demo" / "segmentation")
+    assert code == 0 and f"meshes: mesh (multi-resolution Draco, sharded, {len(cells)} objects)" in out
+    assert f"skeletons: skeletons (Precomputed, {len(skeletonized)} objects)" in out
     em1 = CloudVolume(f"file://{tmp_path}/demo/em", mip=1)
     assert em1.shape[0] == 128 and em1[em1.bounds].mean() > 50
     with h5py.File(tmp_path / "demo" / "sources" / "labels.h5") as f:

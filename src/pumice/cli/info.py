@@ -6,10 +6,12 @@ import argparse
 import json
 from typing import Any
 
+from ..errors import PumiceError
 from ..execution.ledger import jobs
-from ..storage import provenance, urls
-from ..storage.layer import Layer
 from ..geometry import format_vec
+from ..storage import provenance, records, urls
+from ..storage.kv import open_kv
+from ..storage.layer import Layer
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,9 +42,41 @@ def describe(path: str) -> dict[str, Any]:
         "scales": scales,
         "mesh": info.extra.get("mesh"),
         "skeletons": info.extra.get("skeletons"),
+        "mesh_details": _objects_dir(layer.url, info.extra.get("mesh")),
+        "skeleton_details": _objects_dir(layer.url, info.extra.get("skeletons")),
         "provenance": provenance.read(layer.url)["processing"],
         "jobs": [{k: j.get(k) for k in ("id", "operation", "status", "stages", "done", "updated")} for j in jobs(layer.url)],
     }
+
+
+FORMATS = {"neuroglancer_legacy_mesh": "legacy", "neuroglancer_multilod_draco": "multi-resolution Draco",
+           "neuroglancer_skeletons": "Precomputed"}
+
+
+def _objects_dir(url: str, directory: Any) -> dict[str, Any] | None:
+    """Format and object count of a mesh or skeleton directory, from its info and Pumice's records."""
+    if not directory:
+        return None
+    kv = open_kv(url)
+    try:
+        sub = kv.get_json(f"{directory}/info") or {}
+    except (PumiceError, ValueError):
+        sub = {}
+    try:
+        objects: int | None = len(records.recorded(kv, str(directory)))
+    except (PumiceError, ValueError):  # e.g. http: no listing
+        objects = None
+    return {"dir": directory, "format": FORMATS.get(sub.get("@type"), sub.get("@type") or "no info"),
+            "sharded": bool(sub.get("sharding")), "objects": objects}
+
+
+def _describe_dir(details: dict[str, Any] | None) -> str:
+    if not details:
+        return "none"
+    parts = [details["format"]] + (["sharded"] if details["sharded"] else [])
+    if details["objects"]:
+        parts.append(f"{details['objects']} objects")
+    return f"{details['dir']} ({', '.join(parts)})"
 
 
 def render(d: dict[str, Any]) -> str:
@@ -55,7 +89,7 @@ def render(d: dict[str, Any]) -> str:
         b, n = s["bounds_voxels"], s["bounds_nm"]
         lines.append(f"      bounds {format_vec(b[:3])} - {format_vec(b[3:])} voxels = "
                      f"{format_vec(n[:3])} - {format_vec(n[3:])} nm")
-    lines.append(f"  meshes: {d['mesh'] or 'none'}   skeletons: {d['skeletons'] or 'none'}")
+    lines.append(f"  meshes: {_describe_dir(d['mesh_details'])}   skeletons: {_describe_dir(d['skeleton_details'])}")
     lines.append(f"  provenance: {len(d['provenance'])} entr{'y' if len(d['provenance']) == 1 else 'ies'}")
     for entry in d["provenance"]:
         method = entry.get("method", {})
