@@ -272,7 +272,8 @@ def _mesh_bound(layer: Path) -> dict:
     from pumice.storage.layer import Layer
 
     plan, _ = mesh.plan(str(layer), dry_run=True)
-    labels = Layer.open(str(layer)).read(Layer.open(str(layer)).info.scale(0).bounds, 0)[..., 0]
+    source = Layer.open(str(layer))
+    labels = source.read(source.info.scale(0).bounds, 0)[..., 0]
     clock = {"marching_cubes_seconds": 0.0, "simplify_seconds": 0.0}
     triangles = 0
     start = time.perf_counter()

@@ -8,7 +8,7 @@ import tensorstore as ts
 from cloudvolume import CloudVolume
 
 from pumice.ops import mesh
-from pumice.storage import meshes
+from pumice.storage import meshes, sharding
 
 RES = (8.0, 8.0, 12.0)
 OFFSET = (3, 7, 11)
@@ -151,7 +151,7 @@ def test_sharded_multires_is_read_by_cloudvolume_and_tensorstore(seg, cli):
 
 
 def _triangles_per_lod(mesh_dir, label, spec):
-    name = meshes.shard_name(int(meshes.shard_numbers([label], spec)[0]), spec)
+    name = sharding.shard_name(int(sharding.shard_numbers([label], spec)[0]), spec)
     blob = (mesh_dir / name).read_bytes()
     start, end = meshes.decode_shard(blob, spec)[label]
     manifest = blob[start:end]

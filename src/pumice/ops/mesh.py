@@ -17,17 +17,18 @@ volume. ``.pumice/objects/<partition>.json`` records which objects are meshed; r
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import LayerError, PumiceError
+from ..errors import PumiceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
 from ..plan import Plan, Stage, Task, register
 from ..storage import meshes, provenance, records, sharding, urls
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
+from . import objects
 
 DEFAULT_MEMORY = 768 * 2**20
 FORGE_BYTES_PER_VOXEL = 40  # the block, its padded copy and zmesh's working memory (measured on pinky40)
@@ -35,7 +36,6 @@ FORGE_BYTES_PER_VOXEL = 40  # the block, its padded copy and zmesh's working mem
 # bigger blocks leave fewer triangles pinned at block faces. 128^3 balanced the two on pinky40
 # (a 256^3 region: 64^3 blocks 21 s / 1.15M triangles, 128^3 28 s / 0.99M, 256^3 42 s / 0.90M).
 FORGE_VOXELS = 128**3
-VOXELS_PER_OBJECT = 50_000  # a guess at object density, only to size minishards (index granularity)
 LEGACY_FRAGMENT = "{id}:0:all"
 
 
@@ -64,17 +64,12 @@ class MeshForgeTask(Task):
         scale = layer.info.scale(self.mip)
         box = Bbox.from_list(self.bbox)
         bounds = scale.bounds
-        read_box = Bbox(box.minpt, tuple(min(b + 1, m) for b, m in zip(box.maxpt, bounds.maxpt)))
-        if not self.fill_missing:
-            layer.require_chunks(read_box, self.mip)
-        labels = layer.read(read_box, self.mip)[..., 0]
+        labels, read_box = objects.read_block(layer, self.mip, box, ids=self.ids, exclude_ids=self.exclude_ids,
+                                              fill_missing=self.fill_missing)
+        # Voxels of each object in this block's own part (not the overlap), for --dust-global.
         own = labels[: box.shape[0], : box.shape[1], : box.shape[2]]
         own_ids, own_counts = fastremap.unique(own, return_counts=True)
         own_voxels = dict(zip(own_ids.tolist(), own_counts.tolist()))
-        if self.ids:
-            labels = fastremap.mask_except(labels, list(self.ids), in_place=True)
-        if self.exclude_ids:
-            labels = fastremap.mask(labels, list(self.exclude_ids), in_place=True)
         if self.dust_threshold:
             present, counts = fastremap.unique(labels, return_counts=True)
             small = present[(counts < self.dust_threshold) & (present != 0)]
@@ -96,15 +91,8 @@ class MeshForgeTask(Task):
                               mesh.faces))
         del labels
 
-        spec = meshes.mesh_sharding(self.partition_bits, self.minishard_bits)
-        parts = meshes.shard_numbers([f[0] for f in fragments], spec) if fragments else []
-        kv = open_kv(self.layer)
-        name = "_".join(f"{lo}-{hi}" for lo, hi in zip(box.minpt, box.maxpt))
-        groups: dict[int, list] = {}
-        for part, fragment in zip(parts, fragments):
-            groups.setdefault(int(part), []).append(fragment)
-        for part, group in groups.items():
-            kv.put(f"{self.work}/{part}/{name}", pack_fragments(group))
+        objects.write_fragments(open_kv(self.layer), self.work, box, fragments, self.partition_bits, self.minishard_bits,
+                                pack_fragments)
         return {"voxels": box.size, "fragments": len(fragments), "fragment_triangles": sum(len(f[3]) for f in fragments),
                 "seconds": time.perf_counter() - started, **clock}
 
@@ -203,7 +191,7 @@ class MeshMergeTask(Task):
         triangles = 0
         if self.sharded:
             spec = meshes.mesh_sharding(self.partition_bits, self.minishard_bits)
-            shard_key = f"{self.mesh_dir}/{meshes.shard_name(self.partition, spec)}"
+            shard_key = f"{self.mesh_dir}/{sharding.shard_name(self.partition, spec)}"
             entries: dict[int, tuple[bytes, bytes]] = {}
             if self.keep_others and previous:
                 old = kv.get(shard_key) or b""
@@ -270,15 +258,8 @@ def plan(
     dry_run: bool = False,
 ) -> tuple[Plan, list[str]]:
     notes: list[str] = []
-    if not urls.is_writable(urls.normalize(path)):  # before any read: nothing to fetch to say no
-        raise LayerError(f"cannot write meshes into {urls.display(urls.normalize(path))}: http(s) locations are read-only; "
-                         "transfer the layer to a path, gs:// or s3:// first")
-    layer = Layer.open(path)
+    layer = objects.open_segmentation(path, "meshes")
     info = layer.info
-    if info.type != "segmentation":
-        raise PumiceError(f"{urls.display(layer.url)} is an image layer; meshes are made from segmentation layers")
-    if info.num_channels != 1:
-        raise PumiceError("meshing needs a single-channel segmentation")
     scale = info.scale(mip)
     if max_error < 0:
         raise PumiceError(f"--max-error must be zero or more nm, got {max_error}")
@@ -289,9 +270,7 @@ def plan(
     lods = lods or 3
     if dust_threshold < 0 or dust_global < 0:
         raise PumiceError("dust thresholds are voxel counts, zero or more")
-    mesh_dir = mesh_dir or str(info.extra.get("mesh") or "mesh")
-    if "/" in mesh_dir or mesh_dir in ("", ".", "..") or any(s.key == mesh_dir for s in info.scales):
-        raise PumiceError(f"--dir {mesh_dir!r} must be a plain directory name that no scale uses")
+    mesh_dir = objects.output_dir(info, mesh_dir, "mesh", "mesh")
     ids = tuple(sorted({int(i) for i in ids}))
     exclude_ids = tuple(sorted({int(i) for i in exclude_ids}))
     max_error, dust_threshold, dust_global = float(max_error), int(dust_threshold), int(dust_global)  # one job id for 40 and 40.0
@@ -310,10 +289,7 @@ def plan(
     if existing is not None and existing.get("@type") != fmt:
         raise PumiceError(f"{urls.display(layer.url)}/{mesh_dir} already holds {existing.get('@type')} meshes; "
                           f"choose another --dir or delete that directory first")
-    if existing is not None and "pumice_partition" in existing:  # same partitions as before: records stay valid
-        bits, minishard_bits = existing["pumice_partition"]
-    else:
-        bits, minishard_bits = sharding.partition_bits(blocks, region.size, VOXELS_PER_OBJECT, sharded)
+    bits, minishard_bits = objects.partitions(existing, blocks, region.size, sharded)
     lod_scale = float(max(min(scale.resolution), max_error if simplify else 0))
     # Forge's fragments of a block lie between the centres of its first voxel and of the next
     # block's first voxel (caps at the volume's low faces reach half a voxel lower, into the node
@@ -325,9 +301,7 @@ def plan(
     mesh_info["pumice_partition"] = [bits, minishard_bits]
     if not dry_run:
         kv.put_json(f"{mesh_dir}/info", mesh_info)
-        if info.extra.get("mesh") != mesh_dir:
-            layer.info = replace(info, extra={**info.extra, "mesh": mesh_dir})
-            layer.save_info()
+        objects.link(layer, "mesh", mesh_dir)
 
     params = {"mip": mip, "block": list(block), "max_error": max_error, "simplify": simplify, "dust_threshold": dust_threshold,
               "dust_global": dust_global, "ids": list(ids), "exclude_ids": list(exclude_ids), "dir": mesh_dir,
@@ -362,13 +336,7 @@ def plan(
     }
 
     def finish() -> list[str]:
-        messages = []
-        if ids:
-            meshed = set(records.recorded(kv, mesh_dir))
-            missing = [i for i in ids if i not in meshed]
-            if missing:
-                shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-                messages.append(f"warning: {len(missing)} of the --ids are not in mip {mip} of the layer (or are dust): {shown}")
+        messages = objects.missing_ids_warning(kv, mesh_dir, ids, f"are not in mip {mip} of the layer (or are dust)")
         kv.delete_prefix(work + "/")
         provenance.record(url, "mesh", params, result.job_id)
         return messages

@@ -16,17 +16,18 @@ sharded skeleton format through TensorStore's sharded kvstore.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import LayerError, PumiceError
+from ..errors import PumiceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
 from ..plan import Plan, Stage, Task, register
 from ..storage import provenance, records, sharding, skeletons, urls
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
+from . import objects
 
 DEFAULT_MEMORY = 768 * 2**20
 FORGE_BYTES_PER_VOXEL = 60  # the block, kimimaro's distance transforms (float32) and path fields
@@ -34,7 +35,6 @@ FORGE_BYTES_PER_VOXEL = 60  # the block, kimimaro's distance transforms (float32
 # blocks 317 s, 555 s of kimimaro, 494 MiB per worker; 128^3 blocks 150 s, 270 s, 237 MiB, with
 # 1617 instead of 1626 skeletons and 1.2% more cable).
 FORGE_VOXELS = 128**3
-VOXELS_PER_OBJECT = 50_000  # only to size minishards
 JOIN_NM = 1000.0  # merge: pieces of one object closer than this are joined into one tree
 
 
@@ -58,21 +58,14 @@ class SkeletonForgeTask(Task):
     cross_sections: bool = False
 
     def run(self) -> dict[str, Any]:
-        import fastremap
         import kimimaro
 
         started = time.perf_counter()
         layer = Layer.open(self.layer)
         scale = layer.info.scale(self.mip)
         box = Bbox.from_list(self.bbox)
-        read_box = Bbox(box.minpt, tuple(min(b + 1, m) for b, m in zip(box.maxpt, scale.bounds.maxpt)))
-        if not self.fill_missing:
-            layer.require_chunks(read_box, self.mip)
-        labels = np.asfortranarray(layer.read(read_box, self.mip)[..., 0])
-        if self.ids:
-            labels = fastremap.mask_except(labels, list(self.ids), in_place=True)
-        if self.exclude_ids:
-            labels = fastremap.mask(labels, list(self.exclude_ids), in_place=True)
+        labels, read_box = objects.read_block(layer, self.mip, box, ids=self.ids, exclude_ids=self.exclude_ids,
+                                              fill_missing=self.fill_missing)
         if self.dust_threshold:
             labels = _remove_dust(labels, self.dust_threshold)
         resolution = np.array(scale.resolution, dtype=np.float32)
@@ -93,14 +86,8 @@ class SkeletonForgeTask(Task):
                 continue
             skeleton.vertices = (skeleton.vertices.astype(np.float64) + shift).astype(np.float32)
             encoded.append((int(label), skeletons.encode(skeleton, attributes)))
-        spec = sharding.uint64_sharding(self.partition_bits, self.minishard_bits)
-        groups: dict[int, list] = {}
-        for part, item in zip(sharding.shard_numbers([e[0] for e in encoded], spec) if encoded else [], encoded):
-            groups.setdefault(int(part), []).append(item)
-        kv = open_kv(self.layer)
-        name = "_".join(f"{lo}-{hi}" for lo, hi in zip(box.minpt, box.maxpt))
-        for part, items in groups.items():
-            kv.put(f"{self.work}/{part}/{name}", skeletons.pack(items))
+        objects.write_fragments(open_kv(self.layer), self.work, box, encoded, self.partition_bits, self.minishard_bits,
+                                skeletons.pack)
         return {"voxels": box.size, "fragments": len(encoded), "seconds": time.perf_counter() - started,
                 "teasar_seconds": traced - started}
 
@@ -218,24 +205,15 @@ def plan(
     dry_run: bool = False,
 ) -> tuple[Plan, list[str]]:
     notes: list[str] = []
-    if not urls.is_writable(urls.normalize(path)):
-        raise LayerError(f"cannot write skeletons into {urls.display(urls.normalize(path))}: http(s) locations are "
-                         "read-only; transfer the layer to a path, gs:// or s3:// first")
-    layer = Layer.open(path)
+    layer = objects.open_segmentation(path, "skeletons")
     info = layer.info
-    if info.type != "segmentation":
-        raise PumiceError(f"{urls.display(layer.url)} is an image layer; skeletons are made from segmentation layers")
-    if info.num_channels != 1:
-        raise PumiceError("skeletonizing needs a single-channel segmentation")
     scale = info.scale(mip)
     for name, value in (("--teasar-scale", teasar_scale), ("--teasar-const", teasar_const),
                         ("--tick-threshold", tick_threshold), ("--min-cable", min_cable),
                         ("--dust-threshold", dust_threshold)):
         if value < 0:
             raise PumiceError(f"{name} must be zero or more, got {value}")
-    skeleton_dir = skeleton_dir or str(info.extra.get("skeletons") or "skeletons")
-    if "/" in skeleton_dir or skeleton_dir in ("", ".", "..") or any(s.key == skeleton_dir for s in info.scales):
-        raise PumiceError(f"--dir {skeleton_dir!r} must be a plain directory name that no scale uses")
+    skeleton_dir = objects.output_dir(info, skeleton_dir, "skeletons", "skeletons")
     ids = tuple(sorted({int(i) for i in ids}))
     exclude_ids = tuple(sorted({int(i) for i in exclude_ids}))
     # One job id for equal settings however they were written (1000 or 1000.0).
@@ -254,19 +232,14 @@ def plan(
     if existing is not None and bool(existing.get("sharding")) != sharded:
         raise PumiceError(f"{urls.display(layer.url)}/{skeleton_dir} already holds {'sharded' if existing.get('sharding') else 'unsharded'} "
                           "skeletons; choose another --dir or delete that directory first")
-    if existing is not None and "pumice_partition" in existing:
-        bits, minishard_bits = existing["pumice_partition"]
-    else:
-        bits, minishard_bits = sharding.partition_bits(blocks, region.size, VOXELS_PER_OBJECT, sharded)
+    bits, minishard_bits = objects.partitions(existing, blocks, region.size, sharded)
     attributes = skeletons.vertex_attributes(cross_sections)
     skeleton_info = skeletons.skeleton_info(
         attributes, sharding.uint64_sharding(bits, minishard_bits, "gzip") if sharded else None,
         {"mip": mip, "pumice_partition": [bits, minishard_bits]})
     if not dry_run:
         kv.put_json(f"{skeleton_dir}/info", skeleton_info)
-        if info.extra.get("skeletons") != skeleton_dir:
-            layer.info = replace(info, extra={**info.extra, "skeletons": skeleton_dir})
-            layer.save_info()
+        objects.link(layer, "skeletons", skeleton_dir)
 
     params = {"mip": mip, "block": list(block), "teasar": [teasar_scale, teasar_const], "dust_threshold": dust_threshold,
               "ids": list(ids), "exclude_ids": list(exclude_ids), "fix_branching": fix_branching, "fix_borders": fix_borders,
@@ -301,14 +274,8 @@ def plan(
     }
 
     def finish() -> list[str]:
-        messages = []
-        if ids:
-            done = set(records.recorded(kv, skeleton_dir))
-            missing = [i for i in ids if i not in done]
-            if missing:
-                shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
-                messages.append(f"warning: {len(missing)} of the --ids have no skeleton (not in mip {mip}, dust, or "
-                                f"less cable than --min-cable): {shown}")
+        messages = objects.missing_ids_warning(kv, skeleton_dir, ids,
+                                               f"have no skeleton (not in mip {mip}, dust, or less cable than --min-cable)")
         kv.delete_prefix(work + "/")
         provenance.record(url, "skeleton", params, result.job_id)
         return messages

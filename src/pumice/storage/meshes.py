@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .sharding import hashed, shard_name, shard_numbers, uint64_sharding  # noqa: F401 (meshes.shard_numbers etc.)
+from .sharding import hashed, uint64_sharding
 
 LEGACY_INFO = {"@type": "neuroglancer_legacy_mesh"}
 MULTIRES_TYPE = "neuroglancer_multilod_draco"
