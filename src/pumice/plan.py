@@ -11,8 +11,10 @@ because ``ops`` builds plans and imports only downward.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
+import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator
@@ -88,6 +90,9 @@ class Plan:
     # What the run produced, for the summary, from the tasks' summed results per stage (tasks of
     # this run only: a resumed run counts what it did).
     outcome: Callable[[dict[str, dict[str, float]]], str] | None = None
+    # How to build this plan again in another process (a queue worker hands over between stages and
+    # runs ``finish`` there): set by the ``@planner`` decorator.
+    recipe: dict[str, Any] | None = None
 
     @property
     def job_id(self) -> str:
@@ -97,3 +102,53 @@ class Plan:
     @property
     def task_count(self) -> int:
         return sum(s.count for s in self.stages)
+
+
+# -- recipes: a plan rebuilt from JSON, in any process ----------------------------------------------
+def planner(fn: Callable[..., tuple[Plan, list[str]]]) -> Callable[..., tuple[Plan, list[str]]]:
+    """Decorate an operation's planner so each Plan it returns carries its recipe.
+
+    A planner validates input and prepares the destination (idempotently: a rerun of the same
+    command must resume), so calling it again with the same arguments rebuilds the same plan.
+    """
+    where = f"{fn.__module__}:{fn.__name__}"
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> tuple[Plan, list[str]]:
+        plan, notes = fn(*args, **kwargs)
+        arguments = dict(signature.bind(*args, **kwargs).arguments)
+        arguments.pop("dry_run", None)
+        plan.recipe = {"planner": where, "args": json.loads(json.dumps(arguments, default=_encode))}
+        return plan, notes
+
+    return wrapper
+
+
+def plan_from_recipe(recipe: dict[str, Any]) -> Plan:
+    module, name = recipe["planner"].split(":")
+    fn = getattr(importlib.import_module(module), name)
+    plan, _ = fn(**_decode(recipe["args"]))
+    return plan
+
+
+def _encode(value: Any) -> Any:
+    from .geometry import Bbox
+
+    if isinstance(value, Bbox):
+        return {"$bbox": value.to_list()}
+    if hasattr(value, "tolist"):  # NumPy scalars and arrays
+        return value.tolist()
+    raise TypeError(f"a planner argument of type {type(value).__name__} cannot go into a recipe")
+
+
+def _decode(value: Any) -> Any:
+    from .geometry import Bbox
+
+    if isinstance(value, dict):
+        if set(value) == {"$bbox"}:
+            return Bbox.from_list(value["$bbox"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value

@@ -7,7 +7,7 @@ import re
 import sys
 
 from ..errors import PumiceError
-from ..execution import local
+from ..execution import cluster, local, queued
 from ..geometry import format_bytes, parse_bytes, parse_vec
 from ..plan import Plan
 from ..storage import urls
@@ -29,6 +29,10 @@ class Parser(argparse.ArgumentParser):
 def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("running")
     g.add_argument("--workers", type=positive_int, default=None, metavar="N", help="parallel worker processes (default: all cores)")
+    g.add_argument("--cluster", metavar="ADDRESS",
+                   help="run on Dask: a scheduler's address (tcp://host:8786) or local:N for N worker processes here")
+    g.add_argument("--queue", metavar="URL", help="enqueue instead of running, on fq:///shared/folder or sqs://name; "
+                   "`pumice worker URL` processes run it")
     g.add_argument("--memory", default=None, metavar="SIZE",
                    help="memory budget per task, e.g. 256MiB; block shapes follow from it (default: the operation's own)")
     g.add_argument("--dry-run", action="store_true", help="print the plan (tasks, block shape, memory per task, output scales) and stop")
@@ -81,8 +85,17 @@ def execute(plan: Plan, notes: list[str], args: argparse.Namespace) -> local.Run
         print_plan(plan)
         return None
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    chosen = [name for name in ("workers", "cluster", "queue") if getattr(args, name, None)]
+    if len(chosen) > 1:
+        raise PumiceError(f"--{chosen[0]} and --{chosen[1]} choose different runners; pass one of them")
+    if getattr(args, "queue", None):
+        print(queued.enqueue(plan, args.queue, restart=args.restart))
+        return None
     try:
-        report = local.run(plan, workers=args.workers, progress=progress, restart=args.restart)
+        if getattr(args, "cluster", None):
+            report = cluster.run(plan, args.cluster, progress=progress, restart=args.restart, say=note)
+        else:
+            report = local.run(plan, workers=args.workers, progress=progress, restart=args.restart)
     except PumiceError as e:
         if e.exit_code == 2 and plan.description.get("fresh_destination"):
             discard(plan.destination)

@@ -44,9 +44,13 @@ class Ledger:
         )
 
     def end(self, status: str) -> None:
+        self.update(status=status)
+
+    def update(self, **fields: Any) -> dict[str, Any]:
         state = self.state() or {}
-        state.update(status=status, updated=_now())
+        state.update(fields, updated=_now())
         self.kv.put_json(self.prefix + "job.json", state)
+        return state
 
     def done(self, stage: str) -> set[str]:
         prefix = f"{self.prefix}done/{stage}/"
@@ -54,6 +58,23 @@ class Ledger:
 
     def mark_done(self, stage: str, task_id: str) -> None:
         self.kv.put(f"{self.prefix}done/{stage}/{task_id}", b"")
+
+    def is_done(self, stage: str, task_id: str) -> bool:
+        return self.kv.exists(f"{self.prefix}done/{stage}/{task_id}")
+
+    # Dead letters: tasks that failed for good, with their error and traceback, kept until retried.
+    def fail(self, stage: str, task_id: str, record: dict[str, Any]) -> None:
+        self.kv.put_json(f"{self.prefix}failed/{stage}/{task_id}", record)
+
+    def failed(self, stage: str) -> list[str]:
+        prefix = f"{self.prefix}failed/{stage}/"
+        return [key[len(prefix):] for key in self.kv.list(prefix)]
+
+    def failure(self, stage: str, task_id: str) -> dict[str, Any] | None:
+        return self.kv.get_json(f"{self.prefix}failed/{stage}/{task_id}")
+
+    def forgive(self, stage: str, task_id: str) -> None:
+        self.kv.delete(f"{self.prefix}failed/{stage}/{task_id}")
 
     def clear(self) -> None:
         self.kv.delete_prefix(self.prefix)

@@ -116,15 +116,27 @@ def execute_task(task_json: dict[str, Any], destination: str, job_id: str | None
     }
 
 
-def _uses_memory_store(plan: Plan) -> bool:
+def uses_memory_store(plan: Plan) -> bool:
     return "memory://" in json.dumps(plan.params, default=str) or plan.destination.startswith("memory://")
 
 
 def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restart: bool = False) -> RunReport:
-    """Run every stage of ``plan``; skip tasks the ledger says are done; then ``plan.finish``."""
+    """Run every stage of ``plan`` on this machine; skip tasks the ledger says are done; then ``plan.finish``."""
     # No more workers than the largest stage has tasks: a one-task plan needs no pool to start.
     workers = max(1, min(workers or default_workers(), max((s.count for s in plan.stages), default=1)))
     limit_malloc_arenas()
+    executor = _executor(plan, workers)
+    try:
+        return run_on(plan, executor, workers, progress=progress, restart=restart)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def run_on(plan: Plan, executor: Executor | None, workers: int, *, progress: bool = True,
+           restart: bool = False) -> RunReport:
+    """Run ``plan`` on ``executor`` (None: in this thread) with ``workers`` slots: the loop every
+    runner that hands out tasks itself shares (the local pool, a Dask cluster)."""
     ledger = Ledger(plan.destination, plan.job_id) if plan.resumable else None
     if ledger is not None:
         if restart:
@@ -132,7 +144,6 @@ def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restar
         ledger.begin(plan.operation, plan.params, {s.name: s.count for s in plan.stages})
     report = RunReport(plan.operation, plan.job_id, workers)
     started = time.perf_counter()
-    executor = _executor(plan, workers)
     try:
         for stage in plan.stages:
             report.stages.append(_run_stage(stage, plan, ledger, executor, workers, progress, report))
@@ -144,9 +155,6 @@ def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restar
         if ledger is not None:
             ledger.end("failed")
         raise
-    finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
     if plan.finish is not None:
         report.notes = list(plan.finish() or [])
     if ledger is not None:
@@ -211,10 +219,10 @@ def _main_thread() -> bool:
 def _executor(plan: Plan, workers: int) -> _Workers | None:
     if workers == 1:
         return None  # in this process, no threads: simplest to debug
-    return _Workers(workers, processes=not _uses_memory_store(plan))  # memory:// lives in this process only
+    return _Workers(workers, processes=not uses_memory_store(plan))  # memory:// lives in this process only
 
 
-def _run_stage(stage: Stage, plan: Plan, ledger: Ledger | None, executor: _Workers | None, workers: int,
+def _run_stage(stage: Stage, plan: Plan, ledger: Ledger | None, executor: Executor | None, workers: int,
                progress: bool, report: RunReport) -> StageReport:
     result = StageReport(stage.name, stage.count)
     done = ledger.done(stage.name) if ledger is not None else set()

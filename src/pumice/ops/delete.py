@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import PumiceError
 from ..geometry import Bbox, count_grid_blocks, grid_blocks, vec
-from ..plan import LEDGER_DIR, Plan, Stage, Task, register
+from ..plan import LEDGER_DIR, Plan, Stage, Task, planner, register
 from ..storage import urls
 from ..storage.info import write_unit
 from ..storage.layer import Layer
@@ -44,6 +44,7 @@ class DeleteTask(Task):
         return {"voxels": box.size}
 
 
+@planner
 def plan(path: str, *, mip: int | None = None, num_mips: int | None = None, bounds: Bbox | None = None) -> tuple[Plan, list[str]]:
     notes: list[str] = []
     layer = Layer.open(path)

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, count_grid_blocks, format_bytes, format_vec, grid_blocks
-from ..plan import Plan, Stage, Task, register
+from ..plan import Plan, Stage, Task, planner, register
 from ..storage import provenance, urls
 from ..storage.info import LayerInfo, check_encoding
 from ..storage.layer import Layer
@@ -60,6 +60,7 @@ def write_levels(layer: Layer, mip: int, box: Bbox, data: np.ndarray, factors: S
     return written
 
 
+@planner
 def plan(
     path: str,
     *,

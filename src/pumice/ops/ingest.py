@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import PumiceError, SourceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
-from ..plan import Plan, Stage, Task, register
+from ..plan import Plan, Stage, Task, planner, register
 from ..storage import provenance, urls
 from ..storage.info import check_encoding, default_encoding, new_info, write_unit
 from ..storage.layer import Layer
@@ -79,6 +79,7 @@ class IngestTask(Task):
         return {"voxels": box.size, "bytes_read": int(data.nbytes)}
 
 
+@planner
 def plan(
     source_path: str,
     dest: str,

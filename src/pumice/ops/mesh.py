@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import PumiceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
-from ..plan import Plan, Stage, Task, register
+from ..plan import Plan, Stage, Task, planner, register
 from ..storage import meshes, provenance, records, sharding, urls
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
@@ -239,6 +239,7 @@ def _levels(mesh, count: int) -> list:
 
 
 # -- planning ------------------------------------------------------------------------------------
+@planner
 def plan(
     path: str,
     *,

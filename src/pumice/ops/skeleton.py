@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import PumiceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
-from ..plan import Plan, Stage, Task, register
+from ..plan import Plan, Stage, Task, planner, register
 from ..storage import provenance, records, sharding, skeletons, urls
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
@@ -183,6 +183,7 @@ def _dir_spec(layer_url: str, directory: str) -> dict:
 
 
 # -- planning ------------------------------------------------------------------------------------
+@planner
 def plan(
     path: str,
     *,

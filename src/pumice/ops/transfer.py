@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import PumiceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
-from ..plan import Plan, Stage, Task, register
+from ..plan import Plan, Stage, Task, planner, register
 from ..storage import provenance, urls
 from ..storage.info import LayerInfo, Scale, check_encoding, choose_sharding, scale_key, write_unit
 from ..storage.layer import Layer
@@ -87,6 +87,7 @@ class CopyChunksTask(Task):
         return {"voxels": box.size, "bytes_copied": copied}
 
 
+@planner
 def plan(
     src: str,
     dest: str,
