@@ -65,9 +65,10 @@ def enqueue(plan: Plan, url: str, *, restart: bool = False) -> str:
     queue = open_queue(url, create=True)
     with queue.lock():
         pointer = queue.pointer()
-        same = pointer is not None and pointer["job"] == plan.job_id
+        same = pointer is not None and (pointer["job"], pointer["destination"]) == (plan.job_id, plan.destination)
         if pointer is not None and not same and not queue.empty():
-            raise PumiceError(f"{url} still serves job {pointer['job']} ({pointer.get('status')}, messages left); wait for "
+            raise PumiceError(f"{url} still serves job {pointer['job']} on {pointer['destination']} ({pointer.get('status')}, "
+                              f"messages left); wait for "
                               f"it to finish, use another queue, or empty it with `pumice queue purge {url}`")
         ledger = Ledger(plan.destination, plan.job_id)
         if restart:
