@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
     elif not found:
         print(f"{urls.display(urls.normalize(args.url))}: no jobs recorded")
     for job in found if not args.json else []:
-        stages = ", ".join(f"{name} {job['done'].get(name, 0)}/{count}" for name, count in job.get("stages", {}).items())
+        stages = ", ".join(f"{name} {job['done'].get(name, 0)}/{count}"
+                           + (f" ({job['failed'][name]} failed)" if job["failed"].get(name) else "")
+                           for name, count in job.get("stages", {}).items())
         print(f"job {job['id']} ({job.get('operation')}): {job.get('status')}; {stages}")
     return 1 if any(job.get("status") == "failed" for job in found) else 0

@@ -16,7 +16,7 @@ from ..errors import PumiceError
 from ..plan import Plan
 from . import local
 
-CONNECT_SECONDS = 30.0  # to reach a scheduler, and for a first worker to join it
+CONNECT_SECONDS = 20.0  # to reach a scheduler, and for a first worker to join it
 
 
 def run(plan: Plan, address: str, *, progress: bool = True, restart: bool = False,

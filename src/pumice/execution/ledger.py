@@ -8,7 +8,10 @@ running, failed or complete, so a layer that was half written is never taken for
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+import traceback
 from typing import Any
 
 from ..plan import LEDGER_DIR
@@ -91,8 +94,20 @@ def jobs(destination: str) -> list[dict[str, Any]]:
             ledger = Ledger(destination, job_id)
             state["id"] = job_id
             state["done"] = {stage: len(ledger.done(stage)) for stage in state.get("stages", {})}
+            state["failed"] = {stage: len(ledger.failed(stage)) for stage in state.get("stages", {})}
             found.append(state)
     return found
+
+
+def failure_record(task_json: dict[str, Any], error: BaseException | str, attempts: int) -> dict[str, Any]:
+    """A dead letter: the task, what went wrong (with the traceback), how often, where, when."""
+    if isinstance(error, BaseException):
+        text = f"{type(error).__name__}: {error}"
+        trace = "".join(traceback.format_exception(error))
+    else:
+        text, trace = error, ""
+    return {"task": task_json, "error": text, "traceback": trace, "attempts": attempts,
+            "worker": f"{socket.gethostname()}:{os.getpid()}", "time": time.time()}
 
 
 def _now() -> str:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..errors import PumiceError, RunFailed
 from ..plan import Plan, Stage, Task, task_from_json
-from .ledger import Ledger
+from .ledger import Ledger, failure_record
 
 MAX_ATTEMPTS = 3  # for errors that are not the user's (I/O hiccups, a storage service refusing)
 
@@ -142,6 +142,9 @@ def run_on(plan: Plan, executor: Executor | None, workers: int, *, progress: boo
         if restart:
             ledger.clear()
         ledger.begin(plan.operation, plan.params, {s.name: s.count for s in plan.stages})
+        for stage in plan.stages:  # this run tries earlier dead letters again
+            for task_id in ledger.failed(stage.name):
+                ledger.forgive(stage.name, task_id)
     report = RunReport(plan.operation, plan.job_id, workers)
     started = time.perf_counter()
     try:
@@ -298,6 +301,9 @@ def _run_stage(stage: Stage, plan: Plan, ledger: Ledger | None, executor: Execut
         bar.close()
     result.seconds = time.perf_counter() - started
     if failures:
+        if ledger is not None:  # dead letters, as the queue runner keeps them: `pumice status` lists them
+            for task, error in failures:
+                ledger.fail(stage.name, task.id, failure_record(task.to_json(), error, attempts.get(task.id, 1)))
         raise _failure(stage, failures)
     return result
 
@@ -307,8 +313,9 @@ def _failure(stage: Stage, failures: list[tuple[Task, BaseException]]) -> Pumice
     if isinstance(error, PumiceError):
         return error  # the user's input is at fault: its own message says what to fix
     where = "".join(traceback.format_exception(error))
+    listed = ", ".join(f"{stage.name}/{t.id}" for t, _ in failures[:5]) + (" ..." if len(failures) > 5 else "")
     failure = RunFailed(
-        f"{len(failures)} task(s) of stage {stage.name} failed after {MAX_ATTEMPTS} attempts; first: "
+        f"{len(failures)} task(s) of stage {stage.name} failed after {MAX_ATTEMPTS} attempts ({listed}); first: "
         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} — rerun the same command to resume"
     )
     failure.detail = where  # type: ignore[attr-defined]

@@ -17,19 +17,16 @@ repeated: the ledger, not the queue, says what is finished.
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import PumiceError
 from ..plan import Plan, plan_from_recipe, task_from_json
 from . import local
-from .ledger import Ledger
+from .ledger import Ledger, failure_record
 from .transport import FileQueue, Message, SqsQueue, open_queue
 
 TARGET_MESSAGES = 10_000  # per stage: enough to spread over hundreds of workers
@@ -48,10 +45,6 @@ def tasks_per_message(count: int) -> int:
 
 def _now() -> float:
     return time.time()
-
-
-def _where() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 # -- enqueueing and handing over ----------------------------------------------------------------
@@ -231,15 +224,6 @@ class _Heartbeat:
         self.thread.join()
 
 
-def _record(task_json: dict[str, Any], error: BaseException | str, attempts: int) -> dict[str, Any]:
-    if isinstance(error, BaseException):
-        text = f"{type(error).__name__}: {error}"
-        trace = "".join(traceback.format_exception(error))
-    else:
-        text, trace = error, ""
-    return {"task": task_json, "error": text, "traceback": trace, "attempts": attempts, "worker": _where(), "time": _now()}
-
-
 def work(url: str, *, exit_when_empty: bool = False, lease_seconds: float = DEFAULT_LEASE_SECONDS,
          max_attempts: int = DEFAULT_MAX_ATTEMPTS, say: Callable[[str], None] = print,
          progress: Callable[[WorkerReport], None] | None = None) -> WorkerReport:
@@ -288,7 +272,7 @@ def _process(queue: Queue, message: Message, report: WorkerReport, lease_seconds
         for task_json in body["tasks"]:
             task_id = task_from_json(task_json).id
             if not ledger.is_done(stage, task_id):
-                ledger.fail(stage, task_id, _record(task_json, f"its lease ran out {message.attempts - 1} time(s): the worker "
+                ledger.fail(stage, task_id, failure_record(task_json, f"its lease ran out {message.attempts - 1} time(s): the worker "
                                                     f"running it stopped (killed, out of memory, or lost)", message.attempts - 1))
                 report.dead += 1
         queue.delete(message)
@@ -303,7 +287,7 @@ def _process(queue: Queue, message: Message, report: WorkerReport, lease_seconds
             try:
                 local.execute_task(task_json, body["dest"], body["job"], stage)
             except PumiceError as error:  # the input is at fault: trying again would not help
-                ledger.fail(stage, task_id, _record(task_json, error, message.attempts))
+                ledger.fail(stage, task_id, failure_record(task_json, error, message.attempts))
                 report.dead += 1
                 say(f"task {stage}/{task_id} failed: {error}")
             except Exception as error:  # noqa: BLE001 - retried, then dead-lettered
@@ -321,7 +305,7 @@ def _process(queue: Queue, message: Message, report: WorkerReport, lease_seconds
     first = errors[0][2]
     if message.attempts >= max_attempts:
         for task_json, task_id, error in errors:
-            ledger.fail(stage, task_id, _record(task_json, error, message.attempts))
+            ledger.fail(stage, task_id, failure_record(task_json, error, message.attempts))
         report.dead += len(errors)
         queue.delete(message)
         say(f"{len(errors)} task(s) of stage {stage} failed {message.attempts} time(s), now dead letters; "
