@@ -369,6 +369,94 @@ def show_skeleton(r: dict) -> None:
               f"kimimaro {row['kimimaro_seconds']} s of it")
 
 
+def _watched(*args: str, env: dict | None = None) -> tuple[float, int, str]:
+    """Run the CLI in a child, sampling its resident memory (and its children's): wall s, peak RSS, stdout."""
+    import os
+
+    import psutil
+
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "pumice.cli.main", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    watched = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, max([watched.memory_info().rss] + [c.memory_info().rss for c in watched.children(recursive=True)]))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        sys.exit(f"benchmark command failed: pumice {' '.join(args)}\n{err}")
+    return time.perf_counter() - start, peak, out
+
+
+QUEUE_TASKS = 1_000_000
+
+
+def bench_queue(work: Path) -> dict:
+    """1,000,000 tiny tasks through fq://: enqueue (memory must stay bounded) and lease+complete by 2
+    `pumice worker` processes; task-queue's own one-task-per-message rates on this disk for reference.
+    Then per-task overhead of a Dask LocalCluster beside the local runner, from two plan sizes."""
+    import os
+
+    from taskqueue.file_queue_api import FileQueueAPI
+
+    tasks = int(os.environ.get("PUMICE_BENCH_QUEUE_TASKS", QUEUE_TASKS))
+    root = work / "queue"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    url = f"fq://{root / 'q'}"
+    enqueue_s, enqueue_peak, out = _watched("probe", str(root / "dest"), "--tasks", str(tasks), "--no-write", "--queue", url)
+    messages = len(os.listdir(root / "q" / "queue"))
+
+    start = time.perf_counter()
+    workers = [subprocess.Popen([sys.executable, "-m", "pumice.cli.main", "worker", url, "--exit-when-empty"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for w in workers:
+        w.communicate()
+        if w.returncode != 0:
+            sys.exit("a benchmark worker failed")
+    drain_s = time.perf_counter() - start
+
+    # task-queue alone: one task per message, as Igneous enqueues (same disk, one process).
+    reference = FileQueueAPI(str(root / "reference"))
+    count = 20_000
+    start = time.perf_counter()
+    reference.insert({"task": "noop", "args": {"i": i}} for i in range(count))
+    tq_insert = count / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(5_000):
+        reference.delete(reference.lease(600, 1)[0])
+        reference.tally()
+    tq_lease = 5_000 / (time.perf_counter() - start)
+
+    # Per-task overhead: the difference between a large and a small plan cancels start-up costs.
+    def wall(runner: list[str], n: int) -> float:
+        dest = root / f"overhead-{runner[0].strip('-')}-{n}"
+        seconds, _, _ = _watched("probe", str(dest), "--tasks", str(n), "--no-progress", *runner)
+        return seconds
+
+    overhead = {}
+    for name, runner in (("local", ["--workers", "2"]), ("dask", ["--cluster", "local:2"])):
+        small, large = wall(runner, 200), wall(runner, 4200)
+        overhead[name] = {"small_s": small, "large_s": large, "per_task_ms": (large - small) / 4000 * 1e3}
+    return {"tasks": tasks, "messages": messages, "enqueue_s": enqueue_s, "enqueue_tasks_per_s": tasks / enqueue_s,
+            "enqueue_peak_mib": enqueue_peak / 2**20, "drain_s": drain_s, "lease_complete_tasks_per_s": tasks / drain_s,
+            "taskqueue_insert_per_s": tq_insert, "taskqueue_lease_delete_per_s": tq_lease, "overhead": overhead}
+
+
+def show_queue(r: dict) -> None:
+    print(f"\nqueue: {r['tasks']:,} tiny tasks on fq:// ({r['messages']:,} messages)")
+    print(f"  enqueue           {r['enqueue_s']:8.1f} s  {r['enqueue_tasks_per_s']:>10,.0f} tasks/s   peak {r['enqueue_peak_mib']:.0f} MiB")
+    print(f"  lease+complete    {r['drain_s']:8.1f} s  {r['lease_complete_tasks_per_s']:>10,.0f} tasks/s   (2 workers, ledger included)")
+    print(f"  task-queue alone: insert {r['taskqueue_insert_per_s']:,.0f}/s, lease+delete {r['taskqueue_lease_delete_per_s']:,.0f}/s "
+          f"(one task per message; its README claims ~3,000 inserts/s per core)")
+    for name, o in r["overhead"].items():
+        print(f"  {name:<6} runner: 200 tasks {o['small_s']:.1f} s, 4,200 tasks {o['large_s']:.1f} s -> {o['per_task_ms']:.2f} ms per task")
+
+
 BENCHMARKS = {
     "ingest": (bench_ingest, show_ingest),
     "downsample_image": (bench_downsample_image, show_pyramid),
@@ -376,6 +464,7 @@ BENCHMARKS = {
     "transfer_image": (bench_transfer_image, show_pyramid),
     "mesh": (bench_mesh, show_mesh),
     "skeleton": (bench_skeleton, show_skeleton),
+    "queue": (bench_queue, show_queue),
 }
 
 

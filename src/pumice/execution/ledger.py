@@ -27,7 +27,7 @@ class Ledger:
 
     @property
     def kv(self) -> KV:
-        return open_kv(self.destination)
+        return open_kv(self.destination, synced=False)
 
     def state(self) -> dict[str, Any] | None:
         return self.kv.get_json(self.prefix + "job.json")

@@ -104,7 +104,10 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 def execute_task(task_json: dict[str, Any], destination: str, job_id: str | None, stage: str) -> dict[str, Any]:
     """Run one task and record it in the ledger: the unit every runner ships to a worker."""
-    task = task_from_json(task_json)
+    return run_task(task_from_json(task_json), destination, job_id, stage)
+
+
+def run_task(task: Task, destination: str, job_id: str | None, stage: str) -> dict[str, Any]:
     start = time.perf_counter()
     summary = task.run() or {}
     if job_id is not None:

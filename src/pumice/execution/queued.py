@@ -204,24 +204,30 @@ class WorkerReport:
 
 
 class _Heartbeat:
-    """Renews a message's lease while its tasks run, so only a stopped worker loses it."""
+    """Renews the lease of the message being worked on, so only a stopped worker loses it."""
 
-    def __init__(self, queue: Queue, message: Message, seconds: float):
-        self.queue, self.message, self.seconds = queue, message, seconds
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-        self.thread.start()
+    def __init__(self, queue: Queue, seconds: float):
+        self.queue, self.seconds = queue, seconds
+        self.message: Message | None = None
+        self.changed = threading.Condition()
+        threading.Thread(target=self._beat, daemon=True).start()
+
+    def watch(self, message: Message | None) -> None:
+        with self.changed:
+            self.message = message
+            self.changed.notify()
 
     def _beat(self) -> None:
-        while not self.stopped.wait(self.seconds / 3):
-            try:
-                self.queue.renew(self.message, self.seconds)
-            except Exception:  # noqa: BLE001 - a missed renewal is retried at the next beat
-                pass
-
-    def stop(self) -> None:
-        self.stopped.set()
-        self.thread.join()
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: self.message is not None)
+                message = self.message
+                renewed = not self.changed.wait_for(lambda: self.message is not message, timeout=self.seconds / 3)
+            if renewed:
+                try:
+                    self.queue.renew(message, self.seconds)
+                except Exception:  # noqa: BLE001 - a missed renewal is retried at the next beat
+                    pass
 
 
 def work(url: str, *, exit_when_empty: bool = False, lease_seconds: float = DEFAULT_LEASE_SECONDS,
@@ -235,6 +241,7 @@ def work(url: str, *, exit_when_empty: bool = False, lease_seconds: float = DEFA
     queue = open_queue(url)
     local.limit_malloc_arenas()
     report = WorkerReport()
+    heartbeat = _Heartbeat(queue, lease_seconds)
     idle = 0
     while True:
         message = queue.lease(lease_seconds)
@@ -248,7 +255,7 @@ def work(url: str, *, exit_when_empty: bool = False, lease_seconds: float = DEFA
             idle += 1
             continue
         idle = 0
-        _process(queue, message, report, lease_seconds, max_attempts, say)
+        _process(queue, message, report, heartbeat, max_attempts, say)
         if progress is not None:
             progress(report)
         if queue.empty():
@@ -261,7 +268,7 @@ def work(url: str, *, exit_when_empty: bool = False, lease_seconds: float = DEFA
     return report
 
 
-def _process(queue: Queue, message: Message, report: WorkerReport, lease_seconds: float, max_attempts: int,
+def _process(queue: Queue, message: Message, report: WorkerReport, heartbeat: _Heartbeat, max_attempts: int,
              say: Callable[[str], None]) -> None:
     body = message.body
     ledger = Ledger(body["dest"], body["job"])
@@ -277,15 +284,16 @@ def _process(queue: Queue, message: Message, report: WorkerReport, lease_seconds
                 report.dead += 1
         queue.delete(message)
         return
-    heartbeat = _Heartbeat(queue, message, lease_seconds)
+    heartbeat.watch(message)
     errors: list[tuple[dict[str, Any], str, BaseException]] = []
     try:
         for task_json in body["tasks"]:
-            task_id = task_from_json(task_json).id
+            task = task_from_json(task_json)
+            task_id = task.id
             if message.attempts > 1 and ledger.is_done(stage, task_id):
                 continue
             try:
-                local.execute_task(task_json, body["dest"], body["job"], stage)
+                local.run_task(task, body["dest"], body["job"], stage)
             except PumiceError as error:  # the input is at fault: trying again would not help
                 ledger.fail(stage, task_id, failure_record(task_json, error, message.attempts))
                 report.dead += 1
@@ -295,10 +303,10 @@ def _process(queue: Queue, message: Message, report: WorkerReport, lease_seconds
             else:
                 report.ran += 1
     except BaseException:
-        heartbeat.stop()
+        heartbeat.watch(None)
         queue.release(message)  # stopped (Ctrl-C, SIGTERM): another worker takes it at once
         raise
-    heartbeat.stop()
+    heartbeat.watch(None)
     if not errors:
         queue.delete(message)
         return

@@ -23,13 +23,27 @@ def context() -> ts.Context:
     return _CONTEXT
 
 
+_UNSYNCED: ts.Context | None = None
+
+
+def unsynced_context() -> ts.Context:
+    """Local files written without fsync: for records whose loss costs only repeated work (the
+    ledger's marks, written after the task's data was synced). A mark took 0.9 ms with fsync, 0.06 ms without."""
+    global _UNSYNCED
+    if _UNSYNCED is None:
+        _UNSYNCED = ts.Context({"cache_pool": {"total_bytes_limit": 0}, "file_io_sync": False})
+    return _UNSYNCED
+
+
 class KV:
     """Key-value access under one URL prefix. Keys are '/'-separated and relative."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, synced: bool = True):
         self.url = urls.normalize(url)
+        # memory:// lives in its context: every open of it must share the one context.
+        chosen = context() if synced or not self.url.startswith("file://") else unsynced_context()
         try:
-            self._store = ts.KvStore.open(urls.kvstore_spec(self.url), context=context()).result()
+            self._store = ts.KvStore.open(urls.kvstore_spec(self.url), context=chosen).result()
         except ValueError as e:
             raise LayerError(f"cannot open {urls.display(self.url)}: {_short(e)}") from None
 
@@ -92,6 +106,6 @@ def _short(e: Exception) -> str:
 
 
 @lru_cache(maxsize=64)
-def open_kv(url: str) -> KV:
+def open_kv(url: str, synced: bool = True) -> KV:
     """Cached per process: tasks of one job reopen the same store many times."""
-    return KV(url)
+    return KV(url, synced)
