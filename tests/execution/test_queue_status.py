@@ -120,3 +120,27 @@ def test_dead_letters_also_catch_a_task_that_kills_its_worker(cli, tmp_path, wor
     assert "1 task(s) are dead letters" in err
     error, = queued.status(url)["errors"]
     assert "its lease ran out 2 time(s)" in error["error"]
+
+
+def test_a_refused_enqueue_leaves_no_half_made_layer(cli, tmp_path):
+    url = f"fq://{tmp_path}/queue"
+    assert cli("probe", tmp_path / "a", "--tasks", "3", "--queue", url)[0] == 0
+    source = tmp_path / "img.npy"
+    import numpy as np
+
+    np.save(source, np.zeros((4, 8, 8), np.uint8))
+    code, _, err = cli("ingest", source, tmp_path / "fresh", "--resolution", "1,1,1", "--queue", url)
+    assert code == 2 and "still serves job" in err and "nothing was kept" in err
+    assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").rglob("*"))
+
+
+def test_sigterm_hands_the_lease_back_at_once(cli, tmp_path, workers):
+    """A preempted node or a deleted pod gets SIGTERM: its task is free for others without waiting."""
+    url = f"fq://{tmp_path}/queue"
+    assert cli("probe", tmp_path / "out", "--tasks", "1", "--seconds", "30", "--queue", url)[0] == 0
+    worker = workers.start(url, "--lease-seconds", "600")
+    _wait_for(lambda: queued.status(url)["stages"][0]["leased"] == 1, what="a lease")
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert _numbers(cli, url) == ("fresh", (0, 0, 1, 0, 1))

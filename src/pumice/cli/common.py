@@ -85,13 +85,13 @@ def execute(plan: Plan, notes: list[str], args: argparse.Namespace) -> local.Run
         print_plan(plan)
         return None
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
-    chosen = [name for name in ("workers", "cluster", "queue") if getattr(args, name, None)]
-    if len(chosen) > 1:
-        raise PumiceError(f"--{chosen[0]} and --{chosen[1]} choose different runners; pass one of them")
-    if getattr(args, "queue", None):
-        print(queued.enqueue(plan, args.queue, restart=args.restart))
-        return None
     try:
+        chosen = [name for name in ("workers", "cluster", "queue") if getattr(args, name, None)]
+        if len(chosen) > 1:
+            raise PumiceError(f"--{chosen[0]} and --{chosen[1]} choose different runners; pass one of them")
+        if getattr(args, "queue", None):
+            print(queued.enqueue(plan, args.queue, restart=args.restart))
+            return None
         if getattr(args, "cluster", None):
             report = cluster.run(plan, args.cluster, progress=progress, restart=args.restart, say=note)
         else:

@@ -17,6 +17,7 @@ from ..plan import Plan
 from . import local
 
 CONNECT_SECONDS = 20.0  # to reach a scheduler, and for a first worker to join it
+IN_FLIGHT_PER_WORKER = 16
 
 
 def run(plan: Plan, address: str, *, progress: bool = True, restart: bool = False,
@@ -54,7 +55,10 @@ def run(plan: Plan, address: str, *, progress: bool = True, restart: bool = Fals
         dashboard = f", dashboard {client.dashboard_link}" if "dashboard" in services else ""
         say(f"running on Dask at {client.scheduler.address}: {workers} worker thread(s){dashboard}")
         client.run(local.limit_malloc_arenas)
-        return local.run_on(plan, client.get_executor(pure=False), workers, progress=progress, restart=restart)
+        # More in flight than locally: each task's round trip through the scheduler takes milliseconds,
+        # which a deeper queue per worker hides (still bounded: a million-task plan is never all submitted).
+        return local.run_on(plan, client.get_executor(pure=False), workers, progress=progress, restart=restart,
+                            in_flight=IN_FLIGHT_PER_WORKER)
     finally:
         client.close()
         if cluster is not None:

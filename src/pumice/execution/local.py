@@ -137,9 +137,10 @@ def run(plan: Plan, *, workers: int | None = None, progress: bool = True, restar
 
 
 def run_on(plan: Plan, executor: Executor | None, workers: int, *, progress: bool = True,
-           restart: bool = False) -> RunReport:
-    """Run ``plan`` on ``executor`` (None: in this thread) with ``workers`` slots: the loop every
-    runner that hands out tasks itself shares (the local pool, a Dask cluster)."""
+           restart: bool = False, in_flight: int = 2) -> RunReport:
+    """Run ``plan`` on ``executor`` (None: in this thread) with ``workers`` slots and at most
+    ``in_flight`` tasks per slot submitted: the loop every runner that hands out tasks itself shares
+    (the local pool, a Dask cluster)."""
     ledger = Ledger(plan.destination, plan.job_id) if plan.resumable else None
     if ledger is not None:
         if restart:
@@ -152,7 +153,7 @@ def run_on(plan: Plan, executor: Executor | None, workers: int, *, progress: boo
     started = time.perf_counter()
     try:
         for stage in plan.stages:
-            report.stages.append(_run_stage(stage, plan, ledger, executor, workers, progress, report))
+            report.stages.append(_run_stage(stage, plan, ledger, executor, workers * in_flight, progress, report))
     except KeyboardInterrupt:
         if ledger is not None:
             ledger.end("interrupted")
@@ -228,7 +229,7 @@ def _executor(plan: Plan, workers: int) -> _Workers | None:
     return _Workers(workers, processes=not uses_memory_store(plan))  # memory:// lives in this process only
 
 
-def _run_stage(stage: Stage, plan: Plan, ledger: Ledger | None, executor: Executor | None, workers: int,
+def _run_stage(stage: Stage, plan: Plan, ledger: Ledger | None, executor: Executor | None, limit: int,
                progress: bool, report: RunReport) -> StageReport:
     result = StageReport(stage.name, stage.count)
     done = ledger.done(stage.name) if ledger is not None else set()
@@ -273,7 +274,6 @@ def _run_stage(stage: Stage, plan: Plan, ledger: Ledger | None, executor: Execut
                     break
         else:
             in_flight: dict[Future, Task] = {}
-            limit = workers * 2
 
             def submit(task: Task) -> None:
                 future = executor.submit(execute_task, task.to_json(), plan.destination, job_id, stage.name)

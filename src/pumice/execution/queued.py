@@ -95,7 +95,7 @@ def _messages(plan: Plan, index: int, skip: set[str], batch: int) -> Iterator[di
         return {"job": plan.job_id, "dest": plan.destination, "stage": stage.name, "index": index, "tasks": chunk}
 
     for task in stage.tasks():
-        if task.id in skip:
+        if skip and task.id in skip:
             continue
         chunk.append(task.to_json())
         if len(chunk) == batch:

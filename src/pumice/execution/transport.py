@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator
 
 from ..errors import PumiceError
 
-INSERT_CHUNK = 1000  # messages handed to task-queue at once: bounded memory however long the plan
+INSERT_CHUNK = 100  # messages handed to task-queue at once: bounded memory however long the plan
 
 
 @dataclass
