@@ -49,9 +49,9 @@ class Task:
     def to_json(self) -> dict[str, Any]:
         return {"task": self.name, "args": dataclasses.asdict(self)}
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
-        """Stable across processes and runs: a digest of the task's JSON."""
+        """Stable across processes and runs: a digest of the task's JSON (computed once per instance)."""
         text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(text.encode()).hexdigest()[:20]
 

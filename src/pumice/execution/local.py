@@ -8,6 +8,7 @@ task's output is written, so a run killed at any moment loses at most the tasks 
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import multiprocessing
 import os
@@ -107,16 +108,21 @@ def execute_task(task_json: dict[str, Any], destination: str, job_id: str | None
     return run_task(task_from_json(task_json), destination, job_id, stage)
 
 
-def run_task(task: Task, destination: str, job_id: str | None, stage: str) -> dict[str, Any]:
+def run_task(task: Task, destination: str, job_id: str | None, stage: str, *, measure: bool = True) -> dict[str, Any]:
     start = time.perf_counter()
     summary = task.run() or {}
     if job_id is not None:
-        Ledger(destination, job_id).mark_done(stage, task.id)
+        _ledger(destination, job_id).mark_done(stage, task.id)
     return {
         "summary": summary,
         "seconds": time.perf_counter() - start,
-        "rss": peak_rss_bytes(),
+        "rss": peak_rss_bytes() if measure else 0,
     }
+
+
+@functools.lru_cache(maxsize=16)
+def _ledger(destination: str, job_id: str) -> Ledger:
+    return Ledger(destination, job_id)  # once per job and process: tiny tasks pay for every microsecond
 
 
 def uses_memory_store(plan: Plan) -> bool:

@@ -293,7 +293,7 @@ def _process(queue: Queue, message: Message, report: WorkerReport, heartbeat: _H
             if message.attempts > 1 and ledger.is_done(stage, task_id):
                 continue
             try:
-                local.run_task(task, body["dest"], body["job"], stage)
+                local.run_task(task, body["dest"], body["job"], stage, measure=False)
             except PumiceError as error:  # the input is at fault: trying again would not help
                 ledger.fail(stage, task_id, failure_record(task_json, error, message.attempts))
                 report.dead += 1
