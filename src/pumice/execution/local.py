@@ -205,16 +205,24 @@ class _Workers:
         # process, which winds the run down; otherwise a worker still starting up prints a traceback.
         # SIGINT is also blocked meanwhile: Linux keeps a blocked signal pending even while it is
         # ignored, so a Ctrl-C in this window reaches this process once the handler is back (ignored
-        # alone, it was lost and the run went on to finish).
+        # alone, it was lost and the run went on to finish). SIGTERM, whose handler raises
+        # KeyboardInterrupt, is deferred to the end of the spawn: raised in its middle, it left a child
+        # that was never joined, which then found the pool's semaphores gone and printed a traceback
+        # (seen once in a full test run). Blocking it here would not do: another thread may take it.
         if not _main_thread():
             return self.pool.submit(fn, *args)
+        deferred: list[int] = []
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous_term = signal.signal(signal.SIGTERM, lambda signum, frame: deferred.append(signum))
         try:
             return self.pool.submit(fn, *args)
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            if deferred and callable(previous_term):
+                previous_term(signal.SIGTERM, None)
 
     def _inline_done(self, _: Future) -> None:
         self.inline_busy = False
