@@ -55,12 +55,17 @@ def _setup(cli, root: Path, operation: str) -> tuple[list[str], Path]:
         layer = ingest(_labels(root), "lab", LABELS)
         extra = ["--sharded"] if operation == "mesh" else ["--dust-threshold", "10", "--min-cable", "0"]
         return [operation, str(layer), "--shape", "16,16,16", *extra], layer
+    if operation == "quantize":
+        data = np.random.default_rng(5).uniform(-0.2, 1.2, (3, 16, 32, 32)).astype(np.float32)
+        np.save(root / "aff.npy", data)
+        layer = ingest(root / "aff.npy", "aff", ["--axes", "czyx", "--resolution", "8,8,40", "--chunk-size", "16,16,8"])
+        return ["quantize", str(layer), str(root / "out"), "--memory", "100KB"], root / "out"
     if operation == "probe":
         return ["probe", str(root / "out"), "--tasks", "30", "--stages", "2"], root / "out"
     raise AssertionError(operation)
 
 
-OPERATIONS = ["ingest", "downsample", "transfer", "delete", "mesh", "skeleton", "probe"]
+OPERATIONS = ["ingest", "downsample", "transfer", "delete", "mesh", "skeleton", "quantize", "probe"]
 
 
 @pytest.fixture(scope="module")
