@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -72,3 +73,19 @@ def workers():
     w = Workers()
     yield w
     w.stop_all()
+
+
+@pytest.fixture
+def wait_for():
+    """``wait_for(condition, timeout, what)``: poll until ``condition()`` is truthy; fail after ``timeout`` s."""
+
+    def wait(condition, timeout: float = 60.0, what: str = "condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    return wait

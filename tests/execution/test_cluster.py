@@ -7,7 +7,7 @@ import os
 import signal
 import time
 
-from pumice.execution import cluster, queued
+from pumice.execution import cluster
 from pumice.execution.ledger import Ledger
 from pumice.ops import probe
 
@@ -28,7 +28,7 @@ def test_failing_task_on_dask_fails_the_job_with_the_list(cli, tmp_path, dask_ad
     assert code == 1 and "failed; first 7/8 (1 failed)" in out
 
 
-def test_a_job_stopped_on_a_queue_resumes_on_dask(cli, tmp_path, dask_address, workers):
+def test_a_job_stopped_on_a_queue_resumes_on_dask(wait_for, cli, tmp_path, dask_address, workers):
     """The ledger, beside the output, is what every runner reads: no finished task runs twice."""
     url = f"fq://{tmp_path}/queue"
     command = ["probe", tmp_path / "out", "--tasks", "12", "--seconds", "0.3"]
@@ -36,9 +36,7 @@ def test_a_job_stopped_on_a_queue_resumes_on_dask(cli, tmp_path, dask_address, w
     doomed = workers.start(url)
     plan, _ = probe.plan(str(tmp_path / "out"), tasks=12, seconds=0.3)
     ledger = Ledger(plan.destination, plan.job_id)
-    deadline = time.time() + 60
-    while len(ledger.done("first")) < 3 and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: len(ledger.done("first")) >= 3, what="three tasks done")
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
     done = len(ledger.done("first"))

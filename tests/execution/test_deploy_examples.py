@@ -5,7 +5,6 @@ manifests parse and run commands that exist."""
 from __future__ import annotations
 
 import importlib.util
-import shlex
 from pathlib import Path
 
 import pytest

@@ -5,7 +5,6 @@ for a few seconds is ridden out; `pumice status` tells the truth in every state.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -16,7 +15,6 @@ import pytest
 
 from pumice.execution import queued
 from pumice.execution.ledger import Ledger
-from pumice.execution.transport import open_queue
 from pumice.ops import probe
 
 
@@ -24,18 +22,8 @@ def _queue_url(kind, tmp_path, request):
     return f"fq://{tmp_path}/queue" if kind == "fq" else request.getfixturevalue("sqs_url")
 
 
-def _wait_for(condition, timeout=60.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("kind", ["fq", "sqs"])
-def test_sigkilled_worker_loses_its_lease_and_another_finishes(kind, cli, tmp_path, request, workers, files_of):
+def test_sigkilled_worker_loses_its_lease_and_another_finishes(wait_for, kind, cli, tmp_path, request, workers, files_of):
     url = _queue_url(kind, tmp_path, request)
     code, _, err = cli("probe", tmp_path / "ref", "--tasks", "4", "--seconds", "1.5", "--workers", "2", "--no-progress")
     assert code == 0, err
@@ -43,7 +31,7 @@ def test_sigkilled_worker_loses_its_lease_and_another_finishes(kind, cli, tmp_pa
     assert code == 0, err
 
     doomed = workers.start(url, "--lease-seconds", "3")
-    _wait_for(lambda: queued.status(url)["stages"][0]["leased"] >= 1, what="the first worker's lease")
+    wait_for(lambda: queued.status(url)["stages"][0]["leased"] >= 1, what="the first worker's lease")
     time.sleep(0.5)  # well inside its first 1.5 s task
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
@@ -160,7 +148,7 @@ class RefusingProxy:
         self.server.close()
 
 
-def test_storage_that_refuses_for_a_few_seconds_is_retried(cli, tmp_path, s3_env, workers, files_of, monkeypatch):
+def test_storage_that_refuses_for_a_few_seconds_is_retried(wait_for, cli, tmp_path, s3_env, workers, files_of, monkeypatch):
     proxy = RefusingProxy(int(s3_env.rsplit(":", 1)[1]))
     try:
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
@@ -171,7 +159,7 @@ def test_storage_that_refuses_for_a_few_seconds_is_retried(cli, tmp_path, s3_env
         procs = [workers.start(url) for _ in range(2)]
         plan, _ = probe.plan(dest, tasks=40, seconds=0.1)
         ledger = Ledger(plan.destination, plan.job_id)
-        _wait_for(lambda: len(ledger.done("first")) >= 5, what="the first tasks")
+        wait_for(lambda: len(ledger.done("first")) >= 5, what="the first tasks")
         assert len(ledger.done("first")) < 30  # the refusal lands while workers are busy
         proxy.refuse(3.0)
         for proc in procs:

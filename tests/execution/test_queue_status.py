@@ -8,20 +8,8 @@ import os
 import signal
 import time
 
-import pytest
-
 from pumice.execution import queued
 from pumice.execution.transport import open_queue
-
-
-def _wait_for(condition, timeout=60.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _numbers(cli, url):
@@ -32,7 +20,7 @@ def _numbers(cli, url):
     return info["state"], (row["done"], row["leased"], row["waiting"], row["failed"], row["total"])
 
 
-def test_status_through_a_jobs_life_and_queue_control(cli, tmp_path, workers):
+def test_status_through_a_jobs_life_and_queue_control(wait_for, cli, tmp_path, workers):
     url = f"fq://{tmp_path}/queue"
     code, out, _ = cli("status", url)
     assert code == 2 and "no queue at" in _  # nothing there yet: one clear line
@@ -45,7 +33,7 @@ def test_status_through_a_jobs_life_and_queue_control(cli, tmp_path, workers):
     assert "fresh" in out and f"start workers with `pumice worker {url}`" in out
 
     doomed = workers.start(url, "--lease-seconds", "2")
-    _wait_for(lambda: _numbers(cli, url)[1][0] >= 2, what="two tasks done")
+    wait_for(lambda: _numbers(cli, url)[1][0] >= 2, what="two tasks done")
     state, (done, leased, waiting, failed, total) = _numbers(cli, url)
     assert state == "running" and leased == 1 and done + leased + waiting == 6 and failed == 0
     info = queued.status(url)
@@ -106,16 +94,16 @@ def test_bad_queue_input_is_one_clear_line(cli, tmp_path, sqs_url):
     assert code == 2 and "SQS cannot take back leases" in err
 
 
-def test_dead_letters_also_catch_a_task_that_kills_its_worker(cli, tmp_path, workers):
+def test_dead_letters_also_catch_a_task_that_kills_its_worker(wait_for, cli, tmp_path, workers):
     """A lease that keeps running out counts as attempts: the task does not circulate forever."""
     url = f"fq://{tmp_path}/queue"
     assert cli("probe", tmp_path / "out", "--tasks", "1", "--seconds", "30", "--queue", url)[0] == 0
     for _ in range(2):
         doomed = workers.start(url, "--lease-seconds", "2", "--max-attempts", "2")
-        _wait_for(lambda: queued.status(url)["stages"][0]["leased"] == 1, what="a lease")
+        wait_for(lambda: queued.status(url)["stages"][0]["leased"] == 1, what="a lease")
         os.killpg(doomed.pid, signal.SIGKILL)
         doomed.wait()
-        _wait_for(lambda: queued.status(url)["stages"][0]["leased"] == 0, timeout=10, what="the lease to run out")
+        wait_for(lambda: queued.status(url)["stages"][0]["leased"] == 0, timeout=10, what="the lease to run out")
     (_, err), = workers.run(url, 1, "--lease-seconds", "2", "--max-attempts", "2", expect=1)
     assert "1 task(s) are dead letters" in err
     error, = queued.status(url)["errors"]
@@ -134,12 +122,12 @@ def test_a_refused_enqueue_leaves_no_half_made_layer(cli, tmp_path):
     assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").rglob("*"))
 
 
-def test_sigterm_hands_the_lease_back_at_once(cli, tmp_path, workers):
+def test_sigterm_hands_the_lease_back_at_once(wait_for, cli, tmp_path, workers):
     """A preempted node or a deleted pod gets SIGTERM: its task is free for others without waiting."""
     url = f"fq://{tmp_path}/queue"
     assert cli("probe", tmp_path / "out", "--tasks", "1", "--seconds", "30", "--queue", url)[0] == 0
     worker = workers.start(url, "--lease-seconds", "600")
-    _wait_for(lambda: queued.status(url)["stages"][0]["leased"] == 1, what="a lease")
+    wait_for(lambda: queued.status(url)["stages"][0]["leased"] == 1, what="a lease")
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 130 and "interrupted" in err and "Traceback" not in err

@@ -32,7 +32,8 @@ class Ledger:
     def state(self) -> dict[str, Any] | None:
         return self.kv.get_json(self.prefix + "job.json")
 
-    def begin(self, operation: str, params: dict[str, Any], stages: dict[str, int]) -> None:
+    def begin(self, operation: str, params: dict[str, Any], stages: dict[str, int], **fields: Any) -> None:
+        """Record the job as running (``fields``: what a runner adds, e.g. the queue's recipe)."""
         previous = self.state() or {}
         self.kv.put_json(
             self.prefix + "job.json",
@@ -43,6 +44,7 @@ class Ledger:
                 "status": "running",
                 "started": previous.get("started", _now()),
                 "updated": _now(),
+                **fields,
             },
         )
 
@@ -78,6 +80,11 @@ class Ledger:
 
     def forgive(self, stage: str, task_id: str) -> None:
         self.kv.delete(f"{self.prefix}failed/{stage}/{task_id}")
+
+    def forgive_all(self, stages: list[str]) -> None:
+        """A new run of the job tries its dead letters again."""
+        for stage in stages:
+            self.kv.delete_prefix(f"{self.prefix}failed/{stage}/")
 
     def clear(self) -> None:
         self.kv.delete_prefix(self.prefix)

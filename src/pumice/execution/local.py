@@ -152,9 +152,7 @@ def run_on(plan: Plan, executor: Executor | None, workers: int, *, progress: boo
         if restart:
             ledger.clear()
         ledger.begin(plan.operation, plan.params, {s.name: s.count for s in plan.stages})
-        for stage in plan.stages:  # this run tries earlier dead letters again
-            for task_id in ledger.failed(stage.name):
-                ledger.forgive(stage.name, task_id)
+        ledger.forgive_all([s.name for s in plan.stages])
     report = RunReport(plan.operation, plan.job_id, workers)
     started = time.perf_counter()
     try:

@@ -17,7 +17,6 @@ repeated: the ledger, not the queue, says what is finished.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -71,13 +70,11 @@ def enqueue(plan: Plan, url: str, *, restart: bool = False) -> str:
         elif same and not queue.empty():
             return (f"job {plan.job_id} is already on {url} with messages waiting; nothing added. "
                     f"Start workers with `pumice worker {url}`; watch with `pumice status {url}`")
-        ledger.begin(plan.operation, plan.params, {s.name: s.count for s in plan.stages})
         batch = tasks_per_message(max((s.count for s in plan.stages), default=1))
-        ledger.update(runner="queue", queue=url, recipe=plan.recipe, batch=batch)
+        ledger.begin(plan.operation, plan.params, {s.name: s.count for s in plan.stages},
+                     runner="queue", queue=url, recipe=plan.recipe, batch=batch)
         queue.set_pointer({"job": plan.job_id, "destination": plan.destination, "status": "running"})
-        for stage in plan.stages:  # an enqueue of the same command tries its dead letters again
-            for task_id in ledger.failed(stage.name):
-                ledger.forgive(stage.name, task_id)
+        ledger.forgive_all([s.name for s in plan.stages])
         count, index = _fill(plan, ledger, queue, 0, batch)
         if index is None:
             _finish(plan, ledger, queue)
@@ -87,22 +84,23 @@ def enqueue(plan: Plan, url: str, *, restart: bool = False) -> str:
             f"start workers with `pumice worker {url}` and watch with `pumice status {url}`")
 
 
+def _message(job_id: str, destination: str, stage: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """What goes on the queue: tasks of one stage of one job, and where that job's ledger is."""
+    return {"job": job_id, "dest": destination, "stage": stage, "tasks": tasks}
+
+
 def _messages(plan: Plan, index: int, skip: set[str], batch: int) -> Iterator[dict[str, Any]]:
     stage = plan.stages[index]
     chunk: list[dict[str, Any]] = []
-
-    def message() -> dict[str, Any]:
-        return {"job": plan.job_id, "dest": plan.destination, "stage": stage.name, "index": index, "tasks": chunk}
-
     for task in stage.tasks():
         if skip and task.id in skip:
             continue
         chunk.append(task.to_json())
         if len(chunk) == batch:
-            yield message()
+            yield _message(plan.job_id, plan.destination, stage.name, chunk)
             chunk = []
     if chunk:
-        yield message()
+        yield _message(plan.job_id, plan.destination, stage.name, chunk)
 
 
 def _fill(plan: Plan, ledger: Ledger, queue: Queue, start: int, batch: int) -> tuple[int, int | None]:
@@ -432,26 +430,22 @@ def retry_failed(url: str) -> int:
             raise PumiceError(f"{url} serves no job yet")
         ledger = Ledger(pointer["destination"], pointer["job"])
         state = ledger.state() or {}
-        count = 0
+        retried: list[tuple[str, str]] = []  # (stage, task id)
         messages = []
-        for index, name in enumerate(state.get("stages", {})):
+        for name in state.get("stages", {}):
             done = ledger.done(name)
             for task_id in ledger.failed(name):
                 if task_id in done:
                     ledger.forgive(name, task_id)
                     continue
                 record = ledger.failure(name, task_id) or {}
-                messages.append({"job": pointer["job"], "dest": pointer["destination"], "stage": name, "index": index,
-                                 "tasks": [record["task"]]})
-                count += 1
-        if count:
+                messages.append(_message(pointer["job"], pointer["destination"], name, [record["task"]]))
+                retried.append((name, task_id))
+        if messages:
             queue.insert(messages)
-            for message in messages:
-                ledger.forgive(message["stage"], task_from_json(message["tasks"][0]).id)
+            for name, task_id in retried:
+                ledger.forgive(name, task_id)
             ledger.update(status="running")
             queue.set_pointer({**pointer, "status": "running"})
-        return count
+        return len(messages)
 
-
-def stderr_say(text: str) -> None:
-    print(f"pumice: {text}", file=sys.stderr)
