@@ -14,14 +14,14 @@ from .common import Parser
 
 
 def build_parser() -> Parser:
-    from . import delete, demo, downsample, info, ingest, mesh, probe, quantize, queue, skeleton, status, transfer, view, worker
+    from . import contrast, delete, demo, downsample, info, ingest, mesh, probe, quantize, queue, skeleton, status, transfer, view, worker
 
     parser = Parser(prog="pumice", description="Pumice: EM volumes -> Neuroglancer Precomputed layers, on a laptop or a cluster.")
     parser.add_argument("--version", action="version", version=f"pumice {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--s3-endpoint", metavar="URL", help="endpoint of an S3-compatible store (or set AWS_ENDPOINT_URL)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
-    for module in (ingest, downsample, transfer, delete, mesh, skeleton, quantize, info, view, demo, worker, status, queue, probe):
+    for module in (ingest, downsample, transfer, delete, mesh, skeleton, quantize, contrast, info, view, demo, worker, status, queue, probe):
         module.add_parser(sub)
     return parser
 

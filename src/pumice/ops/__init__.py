@@ -3,4 +3,4 @@
 Importing this package registers every operation's tasks, so a worker can rebuild any task.
 """
 
-from . import delete, downsample, ingest, mesh, probe, quantize, skeleton, transfer  # noqa: F401
+from . import contrast, delete, downsample, ingest, mesh, probe, quantize, skeleton, transfer  # noqa: F401

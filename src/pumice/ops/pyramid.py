@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import PumiceError
 from ..geometry import Bbox, Vec, choose_block, vec
-from ..storage.info import LayerInfo, Scale, SHARDING_TYPE, scale_key, write_unit
+from ..storage.info import LayerInfo, Scale, SHARDING_TYPE, choose_sharding, scale_key, write_unit
 
 METHODS = ("auto", "average", "mode", "min", "max", "striding")
 
@@ -186,7 +186,8 @@ class Pyramid:
 
 
 def plan_pyramid(info: LayerInfo, mip: int, factors: list[Vec], *, chunk_size: Sequence[int] | None,
-                 encoding: str | None, sharded: bool, budget: int, bytes_per_voxel: float) -> Pyramid:
+                 encoding: str | None, sharded: bool, budget: int, bytes_per_voxel: float,
+                 full_xy: bool = False) -> Pyramid:
     source = info.scale(mip)
     scales, current = [], source
     for f in factors:
@@ -195,9 +196,32 @@ def plan_pyramid(info: LayerInfo, mip: int, factors: list[Vec], *, chunk_size: S
     level_strides = strides(factors)
     units = [source.chunk_size] + [vec(np.multiply(s.chunk_size, st)) for s, st in zip(scales, level_strides)]
     unit = lcm_unit(units)
-    block = choose_block(source.bounds, unit, bytes_per_voxel, budget)
+    block = choose_block(source.bounds, unit, bytes_per_voxel, budget, full_xy=full_xy)
     if sharded:
         data_encoding = "raw" if (encoding or source.encoding) in ("jpeg", "png") else "gzip"
         scales = [replace(s, sharding=shard_for_block(s, [b // st for b, st in zip(block, stv)], data_encoding))
                   for s, stv in zip(scales, level_strides)]
     return Pyramid(factors, scales, block, unit)
+
+
+def plan_new_layer(info: LayerInfo, factors: list[Vec], *, sharded: bool, budget: int, bytes_per_voxel: float,
+                   full_xy: bool = False) -> tuple[LayerInfo, Vec, Vec]:
+    """A new layer written from another's data in one pass: its scales and the task grid.
+
+    ``info`` holds the new mip 0 only; ``factors`` (possibly none) add a pyramid above it, made
+    by the same tasks. Returns the full info, the task block and the tail (a last block thinner
+    than it joins its neighbour: tinybrain cannot average fewer voxels than the pyramid's stride).
+    """
+    base = info.scales[0]
+    data_encoding = "raw" if base.encoding in ("jpeg", "png") else "gzip"
+    if factors:
+        pyramid = plan_pyramid(info, 0, factors, chunk_size=None, encoding=None, sharded=sharded, budget=budget,
+                               bytes_per_voxel=bytes_per_voxel, full_xy=full_xy)
+        if sharded:
+            base = replace(base, sharding=shard_for_block(base, pyramid.block, data_encoding))
+        return replace(info, scales=(base, *pyramid.scales)), pyramid.block, strides(factors)[-1]
+    if sharded:
+        base = replace(base, sharding=choose_sharding(base.size, base.chunk_size, info.dtype.itemsize * info.num_channels,
+                                                      base.encoding, shard_bytes=max(base.chunk_size[0], int(budget // bytes_per_voxel))))
+    block = choose_block(base.bounds, write_unit(base), bytes_per_voxel, budget, full_xy=full_xy)
+    return replace(info, scales=(base,)), block, (0, 0, 0)

@@ -18,10 +18,10 @@ from ..errors import PumiceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
 from ..plan import Plan, Stage, Task, planner, register
 from ..storage import provenance, urls
-from ..storage.info import LayerInfo, Scale, check_encoding, choose_sharding, scale_key, write_unit
+from ..storage.info import LayerInfo, Scale, check_encoding, scale_key, write_unit
 from ..storage.layer import Layer
 from .downsample import write_levels
-from .pyramid import plan_factors, plan_pyramid, resolve_method, shard_for_block, strides
+from .pyramid import plan_factors, plan_new_layer, resolve_method
 
 DEFAULT_MEMORY = 256 * 2**20
 
@@ -133,22 +133,8 @@ def plan(
                      {k: v for k, v in sinfo.extra.items() if k in ("segment_properties",)})
     bytes_per_voxel = sinfo.num_channels * sinfo.dtype.itemsize * (4 if num_mips else 3) + (4 if num_mips else 0)
     factors = plan_factors(base, factor, num_mips) if num_mips else []
-    data_encoding = "raw" if encoding in ("jpeg", "png") else "gzip"
-    if factors:
-        pyramid = plan_pyramid(info, 0, factors, chunk_size=None, encoding=None, sharded=sharded, budget=memory,
-                               bytes_per_voxel=bytes_per_voxel)
-        block = pyramid.block
-        if sharded:
-            base = replace(base, sharding=shard_for_block(base, block, data_encoding))
-        info = replace(info, scales=(base, *pyramid.scales))
-        tail = strides(factors)[-1]
-    else:
-        if sharded:
-            base = replace(base, sharding=choose_sharding(base.size, base.chunk_size, sinfo.dtype.itemsize * sinfo.num_channels,
-                                                          encoding, shard_bytes=max(base.chunk_size[0], memory // bytes_per_voxel)))
-        info = replace(info, scales=(base,))
-        block = choose_block(base.bounds, write_unit(base), bytes_per_voxel, memory)
-        tail = (0, 0, 0)
+    info, block, tail = plan_new_layer(info, factors, sharded=sharded, budget=memory, bytes_per_voxel=bytes_per_voxel)
+    base = info.scales[0]
 
     suffix = source.chunk_suffix(mip) if sscale.sharding is None else ""
     if suffix is None:

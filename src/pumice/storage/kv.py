@@ -51,6 +51,11 @@ class KV:
         result = self._store.read(key).result()
         return bytes(result.value) if result.state == "value" else None
 
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """Values of ``keys`` (None where missing), all reads in flight at once."""
+        futures = [self._store.read(k) for k in keys]
+        return [bytes(r.value) if (r := f.result()).state == "value" else None for f in futures]
+
     def get_json(self, key: str) -> Any:
         data = self.get(key)
         if data is None:
