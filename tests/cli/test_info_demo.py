@@ -5,7 +5,7 @@ import h5py
 from cloudvolume import CloudVolume
 
 from pumice.sample import make_em_sample
-from pumice.cli.demo import SAMPLE_SHAPE_ZYX
+from pumice.cli.demo import DRIFT, SAMPLE_SHAPE_ZYX
 
 
 def test_info_human_and_json(tmp_path, cli):
@@ -45,7 +45,7 @@ def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
     code, out, err = cli("demo", tmp_path / "demo", "--workers", "2")
     assert code == 0, err
     assert "pumice view" in out and "demo finished" in out
-    image, labels = make_em_sample(SAMPLE_SHAPE_ZYX, seed=0)
+    image, labels = make_em_sample(SAMPLE_SHAPE_ZYX, seed=0, drift=DRIFT)
     em = CloudVolume(f"file://{tmp_path}/demo/em")
     seg = CloudVolume(f"file://{tmp_path}/demo/segmentation")
     assert em.layer_type == "image" and seg.layer_type == "segmentation"
@@ -69,6 +69,15 @@ def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
     assert f"skeletons: skeletons (Precomputed, {len(skeletonized)} objects)" in out
     em1 = CloudVolume(f"file://{tmp_path}/demo/em", mip=1)
     assert em1.shape[0] == 128 and em1[em1.bounds].mean() > 50
+    # The contrast step: the levels plot, and normalized sections whose brightness no longer drifts.
+    assert (tmp_path / "demo" / "em-levels.png").stat().st_size > 10_000
+    normalized = np.asarray(CloudVolume(f"file://{tmp_path}/demo/em-normalized")[:, :, :])[..., 0].mean(axis=(0, 1))
+    drifting = image.mean(axis=(1, 2))
+    assert np.ptp(drifting) > 20 and np.ptp(normalized) < np.ptp(drifting) / 3, (np.ptp(drifting), np.ptp(normalized))
+    clahe = CloudVolume(f"file://{tmp_path}/demo/em-clahe", mip=2)
+    assert tuple(clahe.shape[:3]) == (64, 64, 16)
+    code, out, _ = cli("info", tmp_path / "demo" / "em")
+    assert code == 0 and "levels: mip 0, sections 0-63, 25% of each sampled (levels/0/<z>)" in out
     with h5py.File(tmp_path / "demo" / "sources" / "labels.h5") as f:
         assert f["labels"].shape == SAMPLE_SHAPE_ZYX
     # Deterministic: a second run in the same folder gives the same bytes.

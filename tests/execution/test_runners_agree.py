@@ -60,12 +60,24 @@ def _setup(cli, root: Path, operation: str) -> tuple[list[str], Path]:
         np.save(root / "aff.npy", data)
         layer = ingest(root / "aff.npy", "aff", ["--axes", "czyx", "--resolution", "8,8,40", "--chunk-size", "16,16,8"])
         return ["quantize", str(layer), str(root / "out"), "--memory", "100KB"], root / "out"
+    if operation == "levels":
+        layer = ingest(_image(root), "img", IMAGE)
+        return ["contrast", "levels", str(layer), "--coverage", "0.3"], layer
+    if operation == "normalize":
+        layer = ingest(_image(root), "img", IMAGE)
+        code, _, err = cli("contrast", "levels", str(layer), "--no-progress")
+        assert code == 0, err
+        return ["contrast", "normalize", str(layer), str(root / "out"), "--num-mips", "1", "--memory", "100KB"], root / "out"
+    if operation == "clahe":
+        layer = ingest(_image(root), "img", IMAGE)
+        return ["contrast", "clahe", str(layer), str(root / "out"), "--tile-size", "16", "--memory", "100KB"], root / "out"
     if operation == "probe":
         return ["probe", str(root / "out"), "--tasks", "30", "--stages", "2"], root / "out"
     raise AssertionError(operation)
 
 
-OPERATIONS = ["ingest", "downsample", "transfer", "delete", "mesh", "skeleton", "quantize", "probe"]
+OPERATIONS = ["ingest", "downsample", "transfer", "delete", "mesh", "skeleton", "quantize", "levels", "normalize", "clahe",
+              "probe"]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from .common import positive_int
 
 SAMPLE_SHAPE_ZYX = (64, 256, 256)
 RESOLUTION = "8,8,8"  # FIB-SEM-like isotropic voxels
+DRIFT = 25.0  # grey levels of smooth per-section brightness drift, for the contrast step to remove
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +35,7 @@ def write_sources(root: Path) -> tuple[Path, Path]:
 
     from ..sample import make_em_sample
 
-    image, labels = make_em_sample(SAMPLE_SHAPE_ZYX, seed=0)
+    image, labels = make_em_sample(SAMPLE_SHAPE_ZYX, seed=0, drift=DRIFT)
     sections = root / "sources" / "em_sections"
     sections.mkdir(parents=True, exist_ok=True)
     for old in sections.glob("*.png"):
@@ -60,12 +61,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(list(sections.glob('*.png')))} PNG sections in {sections}; labels in {labels_file}:/labels")
 
     em, seg = root / "em", root / "segmentation"
+    normalized, clahe = root / "em-normalized", root / "em-clahe"
     steps = [
         ("ingest the image stack", ["ingest", str(sections), str(em), "--resolution", RESOLUTION, "--chunk-size", "64,64,64",
                                     "--restart", *workers]),
         ("ingest the segmentation", ["ingest", f"{labels_file}:/labels", str(seg), "--resolution", RESOLUTION,
                                      "--restart", *workers]),
         ("downsample the image (average)", ["downsample", str(em), "--restart", *workers]),
+        ("look at each section's grey levels (the sample drifts in brightness)",
+         ["contrast", "levels", str(em), "--coverage", "0.25", "--plot", str(root / "em-levels.png"), "--restart", *workers]),
+        ("normalize each section's contrast from its levels", ["contrast", "normalize", str(em), str(normalized),
+                                                              "--num-mips", "2", "--restart", *workers]),
+        ("local contrast: CLAHE on the normalized image", ["contrast", "clahe", str(normalized), str(clahe), "--num-mips", "2",
+                                                           "--restart", *workers]),
         ("downsample the segmentation (mode)", ["downsample", str(seg), "--restart", *workers]),
         ("mesh the segmentation (multi-resolution, sharded)", ["mesh", str(seg), "--sharded", "--restart", *workers]),
         ("skeletonize the segmentation", ["skeleton", str(seg), "--min-cable", "200", "--restart", *workers]),
@@ -78,5 +86,6 @@ def run(args: argparse.Namespace) -> int:
         if code != 0:
             return code
     _step(f"demo finished in {time.perf_counter() - started:.1f} s")
-    print(f"Look at it:  pumice view {em} {seg}   (select a cell to see its mesh and skeleton in the 3D panel)")
+    print(f"Look at it:  pumice view {em} {normalized} {clahe} {seg}   (select a cell to see its mesh and skeleton in the "
+          f"3D panel; the grey levels before normalizing are drawn in {root / 'em-levels.png'})")
     return 0

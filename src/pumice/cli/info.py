@@ -44,9 +44,25 @@ def describe(path: str) -> dict[str, Any]:
         "skeletons": info.extra.get("skeletons"),
         "mesh_details": _objects_dir(layer.url, info.extra.get("mesh")),
         "skeleton_details": _objects_dir(layer.url, info.extra.get("skeletons")),
+        "levels": _levels(layer.url, len(info.scales)),
         "provenance": provenance.read(layer.url)["processing"],
         "jobs": [{k: j.get(k) for k in ("id", "operation", "status", "stages", "done", "updated")} for j in jobs(layer.url)],
     }
+
+
+def _levels(url: str, mips: int) -> list[dict[str, Any]]:
+    """The mips whose luminance levels `pumice contrast levels` stored (one small read per mip)."""
+    from ..ops.contrast import levels_record_key
+
+    found = []
+    for mip, raw in enumerate(open_kv(url).get_many([levels_record_key(m) for m in range(mips)])):
+        if raw is not None:
+            try:
+                record = json.loads(raw)
+                found.append({"mip": mip, "coverage": record["coverage"], "sections": record["sections"]})
+            except (ValueError, KeyError, TypeError):
+                continue
+    return found
 
 
 FORMATS = {"neuroglancer_legacy_mesh": "legacy", "neuroglancer_multilod_draco": "multi-resolution Draco",
@@ -90,6 +106,10 @@ def render(d: dict[str, Any]) -> str:
         lines.append(f"      bounds {format_vec(b[:3])} - {format_vec(b[3:])} voxels = "
                      f"{format_vec(n[:3])} - {format_vec(n[3:])} nm")
     lines.append(f"  meshes: {_describe_dir(d['mesh_details'])}   skeletons: {_describe_dir(d['skeleton_details'])}")
+    for levels in d["levels"]:
+        z0, z1 = levels["sections"]
+        lines.append(f"  levels: mip {levels['mip']}, sections {z0}-{z1 - 1}, {levels['coverage']:.0%} of each sampled "
+                     f"(levels/{levels['mip']}/<z>)")
     lines.append(f"  provenance: {len(d['provenance'])} entr{'y' if len(d['provenance']) == 1 else 'ies'}")
     for entry in d["provenance"]:
         method = entry.get("method", {})
