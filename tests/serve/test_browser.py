@@ -866,3 +866,76 @@ def test_skeleton_rendered_in_3d_panel(skeleton_viewer: Session, skeleton_layers
                   and url.endswith(".shard")]
         assert any(status == 206 and "range" in req for status, req in shards)
         assert not any(url.endswith(f"/{skeleton_dir}/{segment}") for url, _, _ in fetched for segment in TUBES)
+
+
+# --------------------------------------------------------------------------------------------
+# Real data: the ISBI 2012 stack after `pumice contrast normalize` and `clahe`, as the client shows it
+
+ISBI = Path(__file__).resolve().parents[3] / "shared" / "data" / "isbi2012_train_volume.tif"
+ISBI_LAYERS = ("raw", "normalized", "clahe")
+ISBI_CENTRE = (256, 256)  # voxel edges at the canvas centre
+
+
+@pytest.fixture(scope="module")
+def isbi_viewer(chromium: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Session, dict[str, Path]]]:
+    from pumice.cli.main import main
+
+    if not ISBI.exists():
+        pytest.skip(f"{ISBI} is absent (real sample data lives in ../shared/data)")
+    root = tmp_path_factory.mktemp("isbi")
+    dirs = {name: root / name for name in ISBI_LAYERS}
+    quiet = ["--no-progress", "--workers", "1"]
+    assert main(["ingest", str(ISBI), str(dirs["raw"]), "--resolution", "4,4,50", "--chunk-size", "128,128,16", *quiet]) == 0
+    assert main(["contrast", "levels", str(dirs["raw"]), *quiet]) == 0
+    assert main(["contrast", "normalize", str(dirs["raw"]), str(dirs["normalized"]), *quiet]) == 0
+    assert main(["contrast", "clahe", str(dirs["normalized"]), str(dirs["clahe"]), "--tile-size", "64", "--memory", "1MiB",
+                 *quiet]) == 0
+    try:
+        served = serve([str(dirs[name]) for name in ISBI_LAYERS], layout="xy")
+        with served.server as files:
+            viewer = served.viewer
+            with viewer.txn() as s:
+                s.dimensions = neuroglancer.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=[4, 4, 50])
+                s.cross_section_scale = 1
+                s.show_axis_lines = False
+                s.show_scale_bar = False
+                s.show_default_annotations = False
+                s.selected_layer.visible = False
+                s.statistics.visible = False
+                for name in ISBI_LAYERS:
+                    s.layers[name].opacity = 1.0
+                    s.layers[name].shader = "void main() { emitGrayscale(toNormalized(getDataValue())); }"
+            session = open_page(chromium, viewer, served.url, files.base_url)
+            try:
+                yield session, dirs
+            finally:
+                session.page.close()
+    finally:
+        neuroglancer.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_isbi_contrast_layers_shown_pixel_exact(isbi_viewer: tuple[Session, dict[str, Path]]) -> None:
+    """Neuroglancer shows the normalized and CLAHE layers' voxels exactly, and they have more contrast."""
+    from cloudvolume import CloudVolume
+
+    session, dirs = isbi_viewer
+    viewer, page = session.viewer, session.page
+    z = 7
+    spread = {}
+    for name in ISBI_LAYERS:
+        with viewer.txn() as s:
+            s.position = [ISBI_CENTRE[0], ISBI_CENTRE[1], z + 0.5]
+            for layer in s.layers:
+                layer.visible = layer.name == name
+        pixels = screenshot(viewer, page)
+        x0, y0 = ISBI_CENTRE[0] - CANVAS[0] // 2, ISBI_CENTRE[1] - CANVAS[1] // 2
+        want = np.asarray(CloudVolume(f"file://{dirs[name]}")[x0 : x0 + CANVAS[0], y0 : y0 + CANVAS[1], z])[:, :, 0, 0].T
+        shown = pixels[..., 0]
+        assert np.array_equal(shown, pixels[..., 1]) and np.array_equal(shown, pixels[..., 2])
+        diff = shown != want
+        assert not diff.any(), f"{name}: {diff.sum()} of {diff.size} pixels differ from the layer"
+        assert any(f"/{name}/4_4_50/" in r[0] for r in session.responses)
+        spread[name] = float(np.percentile(shown, 99) - np.percentile(shown, 1))
+    assert spread["normalized"] > spread["raw"] and spread["clahe"] >= 0.9 * spread["normalized"], spread
