@@ -457,6 +457,156 @@ def show_queue(r: dict) -> None:
         print(f"  {name:<6} runner: 200 tasks {o['small_s']:.1f} s, 4,200 tasks {o['large_s']:.1f} s -> {o['per_task_ms']:.2f} ms per task")
 
 
+# -- image processing: contrast levels, normalize, CLAHE and quantize on 1024 x 1024 x 256 ---------------
+
+def _drifted_layer(work: Path) -> Path:
+    """The EM-like 1024 x 1024 x 256 volume with a smooth per-section brightness drift of +-25 levels."""
+    layer = work / "image_1024_drift"
+    if not (layer / "info").exists():
+        volume = _em_tiles((256, 1024, 1024), False).astype(np.int16)
+        volume += np.round(25 * np.sin(np.arange(256) * 2 * np.pi / 170)).astype(np.int16)[:, None, None]
+        np.save(work / "drift.npy", np.clip(volume, 0, 255).astype(np.uint8))
+        del volume
+        _pumice("ingest", str(work / "drift.npy"), str(layer), "--resolution", "4,4,40", "--chunk-size", "128,128,32",
+                "--no-progress")
+        (work / "drift.npy").unlink()
+    return layer
+
+
+def _float_layer(work: Path) -> Path:
+    """A one-channel float32 'affinity' volume of the same shape: values in -0.1..1.1, a few NaN."""
+    layer = work / "affinity_1024"
+    if not (layer / "info").exists():
+        data = np.random.default_rng(0).random((256, 1024, 1024), dtype=np.float32) * np.float32(1.2) - np.float32(0.1)
+        data[::37, ::101, ::7] = np.nan
+        np.save(work / "aff.npy", data)
+        del data
+        _pumice("ingest", str(work / "aff.npy"), str(layer), "--resolution", "4,4,40", "--chunk-size", "128,128,32",
+                "--no-progress")
+        (work / "aff.npy").unlink()
+    return layer
+
+
+def _section_means(layer: Path) -> np.ndarray:
+    import tensorstore as ts
+
+    data = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{layer}/"}).result()[..., 0]
+    return np.asarray(data.read().result(), dtype=np.float64).mean(axis=(0, 1))
+
+
+def _best_run(args: list[str], out: Path | None, repeats: int = 2) -> dict:
+    best = None
+    for _ in range(repeats):
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
+        seconds, rss, stdout = _pumice(*args, "--workers", "2", "--no-progress", "--restart")
+        in_run = float(re.search(r"finished in ([0-9.]+) s", stdout).group(1))
+        if best is None or seconds < best["seconds"]:
+            best = {"seconds": seconds, "in_run_seconds": in_run, "peak_rss_mib": rss / 2**20}
+    return best
+
+
+def _timed(fn, repeats: int = 2) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_contrast(work: Path) -> dict:
+    """levels, normalize, CLAHE and quantize with 2 workers, beside NumPy/OpenCV on the whole array in one
+    process (compute only, and with TensorStore reading and writing the whole array)."""
+    import cv2
+    import tensorstore as ts
+
+    from pumice.ops.contrast import clip_window, lookup, stretch_table
+
+    layer = _drifted_layer(work)
+    voxels = 1024 * 1024 * 256
+    source = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{layer}/"}).result()
+
+    def read_all() -> np.ndarray:
+        return np.asarray(source.read(order="F").result())[..., 0]
+
+    def write_all(array: np.ndarray, dtype: str = "uint8") -> None:
+        out = work / "bound_out"
+        shutil.rmtree(out, ignore_errors=True)
+        ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{out}/", "create": True,
+                 "multiscale_metadata": {"type": "image", "data_type": dtype, "num_channels": 1},
+                 "scale_metadata": {"resolution": [4, 4, 40], "size": list(array.shape[:3]), "voxel_offset": [0, 0, 0],
+                                    "chunk_size": [128, 128, 32], "encoding": "raw"}}).result()[..., 0].write(array).result()
+
+    data = read_all()
+    hist = lambda a: [np.bincount(a[:, :, z].ravel(order="K"), minlength=256) for z in range(a.shape[2])]  # noqa: E731
+    levels = hist(data)
+    tables = [stretch_table(clip_window(h, 0.01), np.dtype(np.uint8), np.dtype(np.uint8)) for h in levels]
+
+    def normalize(a: np.ndarray) -> np.ndarray:
+        out = np.empty_like(a)
+        for z in range(a.shape[2]):
+            out[:, :, z] = lookup(tables[z], a[:, :, z])
+        return out
+
+    clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+
+    def equalize(a: np.ndarray) -> np.ndarray:
+        out = np.empty_like(a)
+        for z in range(a.shape[2]):
+            out[:, :, z] = clahe.apply(np.ascontiguousarray(a[:, :, z].T)).T
+        return out
+
+    rows = {}
+    rows["levels"] = {
+        "what": "levels at 1% coverage (default); bound: bincount of every whole section",
+        "bound_compute": _timed(lambda: hist(data)), "bound_io": _timed(lambda: hist(read_all())),
+        "pumice": _best_run(["contrast", "levels", str(layer)], None)}
+    rows["levels_full"] = {
+        "what": "levels at coverage 1; bound: the same",
+        "bound_compute": rows["levels"]["bound_compute"], "bound_io": rows["levels"]["bound_io"],
+        "pumice": _best_run(["contrast", "levels", str(layer), "--coverage", "1"], None)}
+    # normalize reads the default (1%) levels, as a user would after `contrast levels`.
+    _pumice("contrast", "levels", str(layer), "--no-progress")
+    rows["normalize"] = {
+        "what": "normalize, per section, clip 1%; bound: one lookup table per section (OpenCV's LUT)",
+        "bound_compute": _timed(lambda: normalize(data)), "bound_io": _timed(lambda: write_all(normalize(read_all()))),
+        "pumice": _best_run(["contrast", "normalize", str(layer), str(work / "normalized")], work / "normalized")}
+    before, after = _section_means(layer), _section_means(work / "normalized")
+    rows["normalize"]["section_mean_spread"] = {"before": float(np.ptp(before)), "after": float(np.ptp(after))}
+    rows["clahe"] = {
+        "what": "CLAHE, tiles 128, clip limit 2; bound: OpenCV on each whole section",
+        "bound_compute": _timed(lambda: equalize(data)), "bound_io": _timed(lambda: write_all(equalize(read_all()))),
+        "pumice": _best_run(["contrast", "clahe", str(layer), str(work / "clahe")], work / "clahe")}
+    del data
+
+    floats = _float_layer(work)
+    fsource = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{floats}/"}).result()
+    fdata = np.asarray(fsource.read(order="F").result())[..., 0]
+    quant = lambda a: np.round(np.clip(np.nan_to_num(a, nan=0.0), 0, 1) * np.float32(255)).astype(np.uint8)  # noqa: E731
+    rows["quantize"] = {
+        "what": "quantize float32 -> uint8; bound: round(clip(x, 0, 1) * 255) in NumPy",
+        "bound_compute": _timed(lambda: quant(fdata)),
+        "bound_io": _timed(lambda: write_all(quant(np.asarray(fsource.read(order="F").result())[..., 0]))),
+        "pumice": _best_run(["quantize", str(floats), str(work / "quantized")], work / "quantized")}
+    return {"voxels": voxels, "rows": rows}
+
+
+def show_contrast(r: dict) -> None:
+    v = r["voxels"] / 1e6
+    print(f"image processing on 1024 x 1024 x 256 (chunk 128,128,32, raw), pumice with 2 workers")
+    for name, row in r["rows"].items():
+        p = row["pumice"]
+        print(f"  {name}: {row['what']}")
+        print(f"    bound: {row['bound_compute']:.2f} s compute = {v / row['bound_compute']:.0f} MVx/s; with TensorStore read/write "
+              f"{row['bound_io']:.2f} s = {v / row['bound_io']:.0f} MVx/s (1 process)")
+        print(f"    pumice: {p['seconds']:.2f} s wall = {v / p['seconds']:.0f} MVx/s ({p['in_run_seconds']:.2f} s in-run = "
+              f"{v / p['in_run_seconds']:.0f} MVx/s), peak RSS per process {p['peak_rss_mib']:.0f} MiB")
+        if "section_mean_spread" in row:
+            m = row["section_mean_spread"]
+            print(f"    per-section means spread {m['before']:.1f} grey levels before, {m['after']:.1f} after")
+
+
 BENCHMARKS = {
     "ingest": (bench_ingest, show_ingest),
     "downsample_image": (bench_downsample_image, show_pyramid),
@@ -465,6 +615,7 @@ BENCHMARKS = {
     "mesh": (bench_mesh, show_mesh),
     "skeleton": (bench_skeleton, show_skeleton),
     "queue": (bench_queue, show_queue),
+    "contrast": (bench_contrast, show_contrast),
 }
 
 
