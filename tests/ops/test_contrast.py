@@ -90,6 +90,12 @@ def test_levels_of_a_sample_are_the_sampled_voxels_counts(drifted, cli):
     code, _, err = cli("contrast", "levels", layer, "--coverage", "0.2", "--restart", "--no-progress")
     assert code == 0, err
     assert all(_levels(layer, z) == first[z] for z in range(16))  # the same sample again
+    # Levels of another coverage replace them; asking for 0.2 again samples again, not "nothing to do".
+    assert cli("contrast", "levels", layer, "--coverage", "1", "--no-progress")[0] == 0
+    assert "patches" not in _levels(layer, 0)
+    code, out, err = cli("contrast", "levels", layer, "--coverage", "0.2", "--no-progress")
+    assert code == 0 and "sampling again" in err and "Nothing to do" not in out
+    assert all(_levels(layer, z) == first[z] for z in range(16))
 
 
 def test_normalize_equals_the_clip_and_stretch_formula(drifted, tmp_path, cli):

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks
-from ..plan import Plan, Stage, Task, planner, register
+from ..plan import LEDGER_DIR, Plan, Stage, Task, planner, register
 from ..storage import provenance, urls
 from ..storage.info import LayerInfo, Scale, check_encoding
 from ..storage.kv import open_kv
@@ -259,7 +259,16 @@ def plan_levels(path: str, *, mip: int = 0, coverage: float = 0.01, fill_missing
         provenance.record(layer.url, "contrast levels", params, result.job_id)
 
     result.finish = finish
-    return result, []
+    notes: list[str] = []
+    kv = open_kv(layer.url)
+    record = kv.get_json(levels_record_key(mip))
+    if not dry_run and isinstance(record, dict) and record.get("job") not in (None, result.job_id):
+        # Another run (other options) stored its levels after this job's, so this job's ledger no
+        # longer describes what is stored: forget it, and the record, so the job runs again.
+        kv.delete_prefix(f"{LEDGER_DIR}/{result.job_id}/")
+        kv.delete(levels_record_key(mip))
+        notes.append(f"the stored levels come from another run (coverage {record.get('coverage')}): sampling again")
+    return result, notes
 
 
 def read_levels(layer: Layer, mip: int, z0: int, z1: int) -> list[np.ndarray]:
@@ -289,7 +298,10 @@ def _no_levels(layer: Layer, mip: int, which: str) -> str:
 def check_levels(layer: Layer, mip: int) -> None:
     """Every section of the mip has a levels file (one listing, no reads)."""
     bounds = layer.info.scale(mip).bounds
-    present = {name.rsplit("/", 1)[1] for name in layer.kv.list(f"levels/{mip}/")}
+    try:
+        present = {name.rsplit("/", 1)[1] for name in layer.kv.list(f"levels/{mip}/")}
+    except (ValueError, PumiceError):  # a store without listing (http): each task finds out for its sections
+        return
     missing = [z for z in range(bounds.minpt[2], bounds.maxpt[2]) if str(z) not in present]
     if missing:
         which = "any section" if len(missing) == bounds.shape[2] else \
