@@ -13,7 +13,8 @@ from .common import add_run_options, execute, memory_arg, note, vec_arg
 def add_parser(sub: argparse._SubParsersAction) -> None:
     group = sub.add_parser("contrast", help="per-section luminance levels, contrast normalization, CLAHE",
                            description="Look at a stack's grey levels (levels), then stretch each section's contrast "
-                           "(normalize) or equalize it locally (clahe). Each writes a new layer; the source is untouched.")
+                           "(normalize) or equalize it locally (clahe). levels adds levels/ beside the layer; normalize and clahe write "
+                           "a new layer and leave the source untouched.")
     actions = group.add_subparsers(dest="action", metavar="ACTION", parser_class=type(group))
     group.set_defaults(func=lambda args: group.print_help() or 2)
 
