@@ -23,13 +23,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import LayerError, PumiceError
-from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks
+from ..geometry import Bbox, count_grid_blocks, format_bytes, format_vec, grid_blocks
 from ..plan import LEDGER_DIR, Plan, Stage, Task, planner, register
 from ..storage import provenance, urls
 from ..storage.info import LayerInfo, Scale, check_encoding
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
-from .downsample import write_levels
+from .downsample import write_with_levels
 from .pyramid import plan_factors, plan_new_layer
 
 DEFAULT_MEMORY = 256 * 2**20
@@ -194,9 +194,7 @@ class LevelsTask(Task):
             for index in chosen.tolist():
                 px, py = x0 + (index % columns_x) * cx, y0 + (index // columns_x) * cy
                 box = Bbox((px, py, lo), (min(px + cx, x1), min(py + cy, y1), hi))
-                if not self.fill_missing:
-                    layer.require_chunks(box, self.mip)
-                data = layer.read(box, self.mip)[..., 0]
+                data = layer.read(box, self.mip, fill_missing=self.fill_missing)[..., 0]
                 for z in range(hi - lo):
                     counts[z] += np.bincount(data[:, :, z].ravel(order="K"), minlength=bins).astype(np.uint64)
                 patches.append([box.minpt[0], box.minpt[1], box.maxpt[0], box.maxpt[1]])
@@ -229,12 +227,11 @@ def plan_levels(path: str, *, mip: int = 0, coverage: float = 0.01, fill_missing
     scale = layer.info.scale(mip)
     bounds, cz = scale.bounds, scale.chunk_size[2]
     depth = cz * max(1, 64 // cz)  # sections per task: at least one chunk deep
-    region = Bbox(bounds.minpt, bounds.maxpt)
     block = (bounds.shape[0], bounds.shape[1], depth)
     coverage = float(coverage)
 
     def tasks():
-        for box in grid_blocks(region, block, scale.voxel_offset):
+        for box in grid_blocks(bounds, block, scale.voxel_offset):
             yield LevelsTask(layer.url, mip, box.minpt[2], box.maxpt[2], coverage, fill_missing)
 
     params = {"mip": mip, "coverage": coverage, "sections": [bounds.minpt[2], bounds.maxpt[2]], "fill_missing": fill_missing}
@@ -251,7 +248,7 @@ def plan_levels(path: str, *, mip: int = 0, coverage: float = 0.01, fill_missing
         return f"{sections} section histograms from {sampled:,} sampled voxels ({sampled / max(bounds.size, 1):.2%} of the volume)"
 
     result = Plan("levels", layer.url, params,
-                  [Stage("levels", tasks, count_grid_blocks(region, block, scale.voxel_offset))],
+                  [Stage("levels", tasks, count_grid_blocks(bounds, block, scale.voxel_offset))],
                   description=description, outcome=outcome)
 
     def finish() -> None:
@@ -394,9 +391,7 @@ class NormalizeTask(Task):
     def run(self) -> dict[str, Any]:
         src, dest = Layer.open(self.src), Layer.open(self.dest)
         box = Bbox.from_list(self.bbox)
-        if not self.fill_missing:
-            src.require_chunks(box, self.mip)
-        data = src.read(box, self.mip)
+        data = src.read(box, self.mip, fill_missing=self.fill_missing)
         out_dtype = dest.info.dtype
         if self.window:
             tables = [stretch_table(self.window, data.dtype, out_dtype)] * box.shape[2]
@@ -406,11 +401,7 @@ class NormalizeTask(Task):
         out = np.empty(data.shape, dtype=out_dtype, order="F")
         for z, table in enumerate(tables):
             out[:, :, z, 0] = lookup(table, data[:, :, z, 0])
-        dest.write(box, out, 0)
-        written = box.size
-        if self.factors:
-            written += write_levels(dest, 0, box, out, [tuple(f) for f in self.factors], "average")
-        return {"voxels": box.size, "voxels_written": written}
+        return {"voxels": box.size, "voxels_written": write_with_levels(dest, box, out, self.factors)}
 
 
 @planner
@@ -420,10 +411,7 @@ def plan_normalize(src: str, dest: str, *, mip: int = 0, clip_fraction: float = 
                    factor: str | Sequence[int] = "auto", sharded: bool = False, fill_missing: bool = False,
                    memory: int = DEFAULT_MEMORY, dry_run: bool = False) -> tuple[Plan, list[str]]:
     notes: list[str] = []
-    source = Layer.open(src)
-    dest = urls.normalize(dest)
-    if urls.normalize(src) == dest:
-        raise PumiceError("source and destination are the same layer; normalize into a new location")
+    source, dest = Layer.open_with_destination(src, dest, "normalize")
     _require_grey(source, "contrast normalize")
     if dtype not in ("uint8", "uint16"):
         raise PumiceError(f"--dtype must be uint8 or uint16, got {dtype!r}")
@@ -509,14 +497,9 @@ class ClaheTask(Task):
         src, dest = Layer.open(self.src), Layer.open(self.dest)
         box = Bbox.from_list(self.bbox)
         region, pad = clahe_context(box, src.bounds(self.mip), self.tile_size)
-        if not self.fill_missing:
-            src.require_chunks(region, self.mip)
-        data = src.read(region, self.mip)[..., 0]
+        data = src.read(region, self.mip, fill_missing=self.fill_missing)[..., 0]
         out = clahe_sections(data, self.clip_limit, self.tile_size, pad)[box.slices(region.minpt)]
-        dest.write(box, out, 0)
-        written = box.size
-        if self.factors:
-            written += write_levels(dest, 0, box, out[..., np.newaxis], [tuple(f) for f in self.factors], "average")
+        written = write_with_levels(dest, box, out[..., np.newaxis], self.factors)
         return {"voxels": box.size, "voxels_read": region.size, "voxels_written": written}
 
 
@@ -526,10 +509,7 @@ def plan_clahe(src: str, dest: str, *, mip: int = 0, clip_limit: float = 2.0, ti
                factor: str | Sequence[int] = "auto", sharded: bool = False, fill_missing: bool = False,
                memory: int = DEFAULT_MEMORY, dry_run: bool = False) -> tuple[Plan, list[str]]:
     notes: list[str] = []
-    source = Layer.open(src)
-    dest = urls.normalize(dest)
-    if urls.normalize(src) == dest:
-        raise PumiceError("source and destination are the same layer; write CLAHE's result to a new location")
+    source, dest = Layer.open_with_destination(src, dest, "write CLAHE's result")
     _require_grey(source, "CLAHE")
     if not (clip_limit > 0 and math.isfinite(clip_limit)):
         raise PumiceError(f"--clip-limit must be a positive number (OpenCV's contrast limit, e.g. 2), got {clip_limit:g}")

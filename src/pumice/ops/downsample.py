@@ -39,12 +39,17 @@ class DownsampleTask(Task):
     def run(self) -> dict[str, Any]:
         layer = Layer.open(self.layer)
         box = Bbox.from_list(self.bbox)
-        if not self.fill_missing:
-            layer.require_chunks(box, self.mip)
-        data = layer.read(box, self.mip)
+        data = layer.read(box, self.mip, fill_missing=self.fill_missing)
         factors = [tuple(f) for f in self.factors]
         written = write_levels(layer, self.mip, box, data, factors, self.method, self.sparse, self.background)
         return {"voxels": box.size, "voxels_written": written}
+
+
+def write_with_levels(layer: Layer, box: Bbox, data: np.ndarray, factors: Sequence[Sequence[int]], method: str = "average",
+                      sparse: bool = False) -> int:
+    """Write ``data`` (X, Y, Z, C) at mip 0 of a new layer and the mips ``factors`` make from it; voxels written."""
+    layer.write(box, data, 0)
+    return box.size + (write_levels(layer, 0, box, data, [tuple(f) for f in factors], method, sparse) if factors else 0)
 
 
 def write_levels(layer: Layer, mip: int, box: Bbox, data: np.ndarray, factors: Sequence[Sequence[int]], method: str,

@@ -64,9 +64,7 @@ def read_block(layer: Layer, mip: int, box: Bbox, *, ids: Sequence[int], exclude
 
     bounds = layer.info.scale(mip).bounds
     read_box = Bbox(box.minpt, tuple(min(b + 1, m) for b, m in zip(box.maxpt, bounds.maxpt)))
-    if not fill_missing:
-        layer.require_chunks(read_box, mip)
-    labels = np.asfortranarray(layer.read(read_box, mip)[..., 0])
+    labels = np.asfortranarray(layer.read(read_box, mip, fill_missing=fill_missing)[..., 0])
     if ids:
         labels = fastremap.mask_except(labels, list(ids), in_place=True)
     if exclude_ids:

@@ -42,9 +42,7 @@ class QuantizeTask(Task):
     def run(self) -> dict[str, Any]:
         src, dest = Layer.open(self.src), Layer.open(self.dest)
         box = Bbox.from_list(self.bbox)
-        if not self.fill_missing:
-            src.require_chunks(box, self.mip)
-        data = src.read(box, self.mip)
+        data = src.read(box, self.mip, fill_missing=self.fill_missing)
         if self.channel is not None:
             data = data[..., self.channel : self.channel + 1]
         dest.write(box, quantize(data, self.nan_value), 0)
@@ -56,10 +54,7 @@ def plan(src: str, dest: str, *, mip: int = 0, channel: int | None = None, nan_v
          chunk_size: tuple | None = None, encoding: str = "raw", fill_missing: bool = False,
          memory: int = DEFAULT_MEMORY, dry_run: bool = False) -> tuple[Plan, list[str]]:
     notes: list[str] = []
-    source = Layer.open(src)
-    dest = urls.normalize(dest)
-    if urls.normalize(src) == dest:
-        raise PumiceError("source and destination are the same layer; quantize into a new location")
+    source, dest = Layer.open_with_destination(src, dest, "quantize")
     sinfo = source.info
     if sinfo.data_type != "float32":
         raise LayerError(f"{urls.display(source.url)} holds {sinfo.data_type} data; quantize turns float32 values in 0..1 "

@@ -20,7 +20,7 @@ from ..plan import Plan, Stage, Task, planner, register
 from ..storage import provenance, urls
 from ..storage.info import LayerInfo, Scale, check_encoding, scale_key, write_unit
 from ..storage.layer import Layer
-from .downsample import write_levels
+from .downsample import write_with_levels
 from .pyramid import plan_factors, plan_new_layer, resolve_method
 
 DEFAULT_MEMORY = 256 * 2**20
@@ -44,13 +44,8 @@ class TransferTask(Task):
         src, dest = Layer.open(self.src), Layer.open(self.dest)
         box = Bbox.from_list(self.bbox)
         source_box = box.translate([-t for t in self.translate])
-        if not self.fill_missing:
-            src.require_chunks(source_box, self.mip, self.suffix)
-        data = src.read(source_box, self.mip, legacy=bool(self.suffix))
-        dest.write(box, data, 0)
-        written = box.size
-        if self.factors:
-            written += write_levels(dest, 0, box, data, [tuple(f) for f in self.factors], self.method, self.sparse)
+        data = src.read(source_box, self.mip, fill_missing=self.fill_missing, suffix=self.suffix)
+        written = write_with_levels(dest, box, data, self.factors, self.method, self.sparse)
         return {"voxels": box.size, "voxels_written": written}
 
 
@@ -108,10 +103,7 @@ def plan(
     dry_run: bool = False,
 ) -> tuple[Plan, list[str]]:
     notes: list[str] = []
-    source = Layer.open(src)
-    dest = urls.normalize(dest)
-    if urls.normalize(src) == dest:
-        raise PumiceError("source and destination are the same layer; transfer into a new location")
+    source, dest = Layer.open_with_destination(src, dest, "transfer")
     sinfo = source.info
     sscale = sinfo.scale(mip)
     region = sscale.bounds

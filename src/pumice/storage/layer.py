@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import tensorstore as ts
 
-from ..errors import LayerError
+from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, Vec, format_vec, grid_blocks
 from . import urls
 from .info import LayerInfo, write_unit
@@ -46,6 +46,15 @@ class Layer:
         if raw is None:
             raise LayerError(f"no Precomputed layer at {urls.display(url)} (no info file); check the path")
         return cls(url, LayerInfo.from_json(raw, where=f"{urls.display(url)}/info"))
+
+    @classmethod
+    def open_with_destination(cls, src: str, dest: str, operation: str) -> tuple["Layer", str]:
+        """The source layer of an operation that writes a new layer, and that layer's URL, which must differ."""
+        source = cls.open(src)
+        dest = urls.normalize(dest)
+        if source.url == dest:
+            raise PumiceError(f"source and destination are the same layer; {operation} into a new location")
+        return source, dest
 
     @classmethod
     def check_compatible(cls, url: str, info: LayerInfo) -> bool:
@@ -132,14 +141,17 @@ class Layer:
                 raise LayerError(f"cannot open mip {mip} of {urls.display(self.url)}: {str(e).splitlines()[0]}") from None
         return self._stores[mip]
 
-    def read(self, bbox: Bbox, mip: int = 0, *, legacy: bool = False) -> np.ndarray:
+    def read(self, bbox: Bbox, mip: int = 0, *, fill_missing: bool = True, suffix: str = "") -> np.ndarray:
         """Voxels of ``bbox`` as an X, Y, Z, channel array; parts outside the volume are zero.
 
-        ``legacy``: the scale's chunk files may carry CloudVolume's ``.gz``/``.br`` suffixes.
+        ``fill_missing``: chunks never written read as zeros; if False, they are an error naming
+        --fill-missing. ``suffix``: the scale's chunk files carry CloudVolume's ``.gz``/``.br``.
         """
+        if not fill_missing:
+            self.require_chunks(bbox, mip, suffix)
         bounds = self.bounds(mip)
         inside = bbox.intersection(bounds)
-        read = self._read_legacy if legacy else self._read_inside
+        read = self._read_legacy if suffix else self._read_inside
         if inside == bbox:
             return read(bbox, mip)
         out = np.zeros((*bbox.shape, self.info.num_channels), dtype=self.info.dtype, order="F")
