@@ -139,3 +139,11 @@ def s3_env(s3_endpoint, monkeypatch):
     return s3_endpoint
 
 
+
+
+@pytest.fixture
+def pyramid_reference():
+    """``pyramid_reference(data_xyz, offset, factors, method)``: see ``reference.global_grid_levels``."""
+    from reference import global_grid_levels
+
+    return global_grid_levels

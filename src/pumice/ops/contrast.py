@@ -30,7 +30,7 @@ from ..storage.info import LayerInfo, Scale, check_encoding
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
 from .downsample import write_with_levels
-from .pyramid import plan_factors, plan_new_layer
+from .pyramid import global_grid_record, plan_factors, plan_new_layer, read_box
 
 DEFAULT_MEMORY = 256 * 2**20
 SAMPLE_SEED = 7_316_054  # fixed, so a rerun samples the same columns
@@ -135,7 +135,7 @@ def _require_grey(layer: Layer, what: str) -> None:
 
 def _output_layer(source: Layer, mip: int, dtype: str, *, chunk_size: Sequence[int] | None, encoding: str | None,
                   num_mips: int, factor: str | Sequence[int], sharded: bool, memory: int, bytes_per_voxel: float,
-                  notes: list[str]) -> tuple[LayerInfo, tuple, tuple, list]:
+                  notes: list[str]) -> tuple[LayerInfo, tuple, list]:
     """A new image layer with the geometry of ``source``'s mip, a pyramid if asked, its task grid."""
     sscale = source.info.scale(mip)
     if encoding is None:
@@ -151,9 +151,9 @@ def _output_layer(source: Layer, mip: int, dtype: str, *, chunk_size: Sequence[i
     base = Scale(key=sscale.key, size=sscale.size, resolution=sscale.resolution, voxel_offset=sscale.voxel_offset,
                  chunk_size=tuple(chunk_size or sscale.chunk_size), encoding=encoding)
     factors = plan_factors(base, factor, num_mips) if num_mips else []
-    info, block, tail = plan_new_layer(LayerInfo("image", dtype, 1, (base,)), factors, sharded=sharded, budget=memory,
+    info, block = plan_new_layer(LayerInfo("image", dtype, 1, (base,)), factors, sharded=sharded, budget=memory,
                                        bytes_per_voxel=bytes_per_voxel, full_xy=True)
-    return info, block, tail, factors
+    return info, block, factors
 
 
 def _describe_scales(info: LayerInfo) -> list[str]:
@@ -391,17 +391,18 @@ class NormalizeTask(Task):
     def run(self) -> dict[str, Any]:
         src, dest = Layer.open(self.src), Layer.open(self.dest)
         box = Bbox.from_list(self.bbox)
-        data = src.read(box, self.mip, fill_missing=self.fill_missing)
+        read = read_box(box, dest.bounds(0), self.factors)
+        data = src.read(read, self.mip, fill_missing=self.fill_missing)
         out_dtype = dest.info.dtype
         if self.window:
-            tables = [stretch_table(self.window, data.dtype, out_dtype)] * box.shape[2]
+            tables = [stretch_table(self.window, data.dtype, out_dtype)] * read.shape[2]
         else:
             tables = [stretch_table(clip_window(counts, self.clip_fraction, self.count_zeros), data.dtype, out_dtype)
-                      for counts in read_levels(src, self.mip, box.minpt[2], box.maxpt[2])]
+                      for counts in read_levels(src, self.mip, read.minpt[2], read.maxpt[2])]
         out = np.empty(data.shape, dtype=out_dtype, order="F")
         for z, table in enumerate(tables):
             out[:, :, z, 0] = lookup(table, data[:, :, z, 0])
-        return {"voxels": box.size, "voxels_written": write_with_levels(dest, box, out, self.factors)}
+        return {"voxels": box.size, "voxels_written": write_with_levels(dest, box, read, out, self.factors)}
 
 
 @planner
@@ -447,7 +448,7 @@ def plan_normalize(src: str, dest: str, *, mip: int = 0, clip_fraction: float = 
     out_bytes = np.dtype(dtype).itemsize
     # the block, its output, and TensorStore's copy of the output while it writes (measured)
     bytes_per_voxel = source.info.dtype.itemsize + out_bytes * (4 if num_mips else 2) + (4 if num_mips else 0)
-    info, block, tail, factors = _output_layer(source, mip, dtype, chunk_size=chunk_size, encoding=encoding,
+    info, block, factors = _output_layer(source, mip, dtype, chunk_size=chunk_size, encoding=encoding,
                                                num_mips=num_mips, factor=factor, sharded=sharded, memory=memory,
                                                bytes_per_voxel=bytes_per_voxel, notes=notes)
     fresh = Layer.prepare(dest, info, dry_run=dry_run)
@@ -456,13 +457,13 @@ def plan_normalize(src: str, dest: str, *, mip: int = 0, clip_fraction: float = 
     clip_fraction = float(clip_fraction)
 
     def tasks():
-        for box in grid_blocks(region, block, region.minpt, tail):
+        for box in grid_blocks(region, block, region.minpt):
             yield NormalizeTask(source.url, mip, dest, tuple(box.to_list()), window, clip_fraction, count_zeros, frozen,
                                 fill_missing)
 
     params = {"src": source.url, "mip": mip, "window": list(window), "clip_fraction": clip_fraction,
               "count_zeros": count_zeros, "levels": levels_record, "info": info.to_json(), "block": list(block),
-              "fill_missing": fill_missing}
+              "fill_missing": fill_missing, **global_grid_record(info.scales[1:])}
     description = {
         "source": f"{urls.display(source.url)} mip {mip} ({sscale.key}): {source.info.data_type}",
         "destination": f"{urls.display(dest)}: image {dtype}",
@@ -474,7 +475,7 @@ def plan_normalize(src: str, dest: str, *, mip: int = 0, clip_fraction: float = 
         "fresh_destination": fresh,
     }
     result = Plan("normalize", dest, params,
-                  [Stage("normalize", tasks, count_grid_blocks(region, block, region.minpt, tail))], description=description)
+                  [Stage("normalize", tasks, count_grid_blocks(region, block, region.minpt))], description=description)
     result.finish = lambda: provenance.record(dest, "contrast normalize", {k: v for k, v in params.items() if k != "info"},
                                               result.job_id, sources=[urls.display(source.url)])
     return result, notes
@@ -496,10 +497,11 @@ class ClaheTask(Task):
     def run(self) -> dict[str, Any]:
         src, dest = Layer.open(self.src), Layer.open(self.dest)
         box = Bbox.from_list(self.bbox)
-        region, pad = clahe_context(box, src.bounds(self.mip), self.tile_size)
+        read = read_box(box, dest.bounds(0), self.factors)
+        region, pad = clahe_context(read, src.bounds(self.mip), self.tile_size)
         data = src.read(region, self.mip, fill_missing=self.fill_missing)[..., 0]
-        out = clahe_sections(data, self.clip_limit, self.tile_size, pad)[box.slices(region.minpt)]
-        written = write_with_levels(dest, box, out[..., np.newaxis], self.factors)
+        out = clahe_sections(data, self.clip_limit, self.tile_size, pad)[read.slices(region.minpt)]
+        written = write_with_levels(dest, box, read, out[..., np.newaxis], self.factors)
         return {"voxels": box.size, "voxels_read": region.size, "voxels_written": written}
 
 
@@ -520,22 +522,22 @@ def plan_clahe(src: str, dest: str, *, mip: int = 0, clip_limit: float = 2.0, ti
     dtype = source.info.data_type
     itemsize = source.info.dtype.itemsize
     bytes_per_voxel = itemsize * (5 if num_mips else 3) + (4 if num_mips else 0)
-    info, block, tail, factors = _output_layer(source, mip, dtype, chunk_size=chunk_size, encoding=encoding,
+    info, block, factors = _output_layer(source, mip, dtype, chunk_size=chunk_size, encoding=encoding,
                                                num_mips=num_mips, factor=factor, sharded=sharded, memory=memory,
                                                bytes_per_voxel=bytes_per_voxel, notes=notes)
     fresh = Layer.prepare(dest, info, dry_run=dry_run)
     region = info.scales[0].bounds
     frozen = tuple(tuple(f) for f in factors)
     clip_limit, tile_size = float(clip_limit), int(tile_size)
-    first = next(grid_blocks(region, block, region.minpt, tail))
+    first = next(grid_blocks(region, block, region.minpt))
     context, _ = clahe_context(first, region, tile_size)
 
     def tasks():
-        for box in grid_blocks(region, block, region.minpt, tail):
+        for box in grid_blocks(region, block, region.minpt):
             yield ClaheTask(source.url, mip, dest, tuple(box.to_list()), clip_limit, tile_size, frozen, fill_missing)
 
     params = {"src": source.url, "mip": mip, "clip_limit": clip_limit, "tile_size": tile_size, "info": info.to_json(),
-              "block": list(block), "fill_missing": fill_missing}
+              "block": list(block), "fill_missing": fill_missing, **global_grid_record(info.scales[1:])}
     description = {
         "source": f"{urls.display(source.url)} mip {mip} ({sscale.key}): {dtype}",
         "destination": f"{urls.display(dest)}: image {dtype}",
@@ -553,7 +555,7 @@ def plan_clahe(src: str, dest: str, *, mip: int = 0, clip_limit: float = 2.0, ti
         t = totals["clahe"]
         return f"read {t.get('voxels_read', 0) / max(t.get('voxels', 1), 1):.2f}x the volume (blocks and their context)"
 
-    result = Plan("clahe", dest, params, [Stage("clahe", tasks, count_grid_blocks(region, block, region.minpt, tail))],
+    result = Plan("clahe", dest, params, [Stage("clahe", tasks, count_grid_blocks(region, block, region.minpt))],
                   description=description, outcome=outcome)
     result.finish = lambda: provenance.record(dest, "contrast clahe", {k: v for k, v in params.items() if k != "info"},
                                               result.job_id, sources=[urls.display(source.url)])

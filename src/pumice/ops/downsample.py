@@ -19,7 +19,7 @@ from ..plan import Plan, Stage, Task, planner, register
 from ..storage import provenance, urls
 from ..storage.info import LayerInfo, check_encoding
 from ..storage.layer import Layer
-from .pyramid import downsample, level_box, plan_factors, plan_pyramid, resolve_method, strides
+from .pyramid import global_grid_record, level_boxes, make_levels, plan_factors, plan_pyramid, read_box, resolve_method
 
 DEFAULT_MEMORY = 256 * 2**20
 
@@ -39,28 +39,34 @@ class DownsampleTask(Task):
     def run(self) -> dict[str, Any]:
         layer = Layer.open(self.layer)
         box = Bbox.from_list(self.bbox)
-        data = layer.read(box, self.mip, fill_missing=self.fill_missing)
         factors = [tuple(f) for f in self.factors]
-        written = write_levels(layer, self.mip, box, data, factors, self.method, self.sparse, self.background)
+        read = read_box(box, layer.bounds(self.mip), factors)
+        data = layer.read(read, self.mip, fill_missing=self.fill_missing)
+        written = write_levels(layer, self.mip, box, read, data, factors, self.method, self.sparse, self.background)
         return {"voxels": box.size, "voxels_written": written}
 
 
-def write_with_levels(layer: Layer, box: Bbox, data: np.ndarray, factors: Sequence[Sequence[int]], method: str = "average",
-                      sparse: bool = False) -> int:
-    """Write ``data`` (X, Y, Z, C) at mip 0 of a new layer and the mips ``factors`` make from it; voxels written."""
-    layer.write(box, data, 0)
-    return box.size + (write_levels(layer, 0, box, data, [tuple(f) for f in factors], method, sparse) if factors else 0)
+def write_with_levels(layer: Layer, box: Bbox, read: Bbox, data: np.ndarray, factors: Sequence[Sequence[int]],
+                      method: str = "average", sparse: bool = False) -> int:
+    """Write the block ``box`` of mip 0 of a new layer and the mips ``factors`` make from it; voxels written.
+
+    ``data`` holds the voxels of ``read`` (X, Y, Z, C): ``read_box(box, ...)``, which reaches below
+    ``box`` where the layer's offset is not a multiple of the pyramid's stride.
+    """
+    layer.write(box, data[box.slices(read.minpt)], 0)
+    return box.size + (write_levels(layer, 0, box, read, data, factors, method, sparse) if factors else 0)
 
 
-def write_levels(layer: Layer, mip: int, box: Bbox, data: np.ndarray, factors: Sequence[Sequence[int]], method: str,
-                 sparse: bool = False, background: int | None = None) -> int:
-    """Downsample ``data`` (the block ``box`` of ``mip``) into the next mips and write them."""
-    source = layer.info.scale(mip)
+def write_levels(layer: Layer, mip: int, box: Bbox, read: Bbox, data: np.ndarray, factors: Sequence[Sequence[int]],
+                 method: str, sparse: bool = False, background: int | None = None) -> int:
+    """Make the mips above ``mip`` that the block ``box`` owns from ``data`` (the voxels of ``read``) and write them."""
+    volume = layer.bounds(mip)
+    origins, arrays = make_levels(data, read, volume, factors, method, sparse)
     written = 0
-    for level, (array, stride) in enumerate(zip(downsample(data, factors, method, sparse), strides(factors)), start=1):
-        target = level_box(box, source, layer.info.scale(mip + level), stride)
-        shape = target.shape
-        layer.write(target, array[: shape[0], : shape[1], : shape[2]], mip + level, skip_value=background)
+    for level, (target, origin, array) in enumerate(zip(level_boxes(box, volume, factors), origins, arrays), start=1):
+        if target.empty():
+            continue
+        layer.write(target, array[target.slices(origin)], mip + level, skip_value=background)
         written += target.size
     return written
 
@@ -126,15 +132,13 @@ def plan(
                    background=background_color if delete_background else None)
     frozen_factors = tuple(tuple(f) for f in factors)
 
-    # tinybrain cannot average a block thinner than the pyramid's stride: such a tail joins its neighbour.
-    tail = strides(factors)[-1]
-
     def tasks():
-        for box in grid_blocks(region, pyramid.block, source.voxel_offset, tail):
+        for box in grid_blocks(region, pyramid.block, source.voxel_offset):
             yield DownsampleTask(layer=url, mip=mip, bbox=tuple(box.to_list()), factors=frozen_factors, **options)
 
     params = {"mip": mip, "factors": [list(f) for f in factors], "region": region.to_list(), "block": list(pyramid.block),
-              "scales": [s.to_json() for s in pyramid.scales], **options}
+              "scales": [s.to_json() for s in pyramid.scales], **options,
+              **global_grid_record(new_info.scales[mip + 1: mip + 1 + len(factors)])}
     description = {
         "layer": f"{urls.display(url)}: {info.type} {info.data_type}, mip {mip} {source.key} size {format_vec(source.size)}",
         "method": method + (" (sparse)" if sparse else ""),
@@ -145,7 +149,7 @@ def plan(
         "voxels": region.size,
     }
     result = Plan("downsample", url, params,
-                  [Stage("downsample", tasks, count_grid_blocks(region, pyramid.block, source.voxel_offset, tail))],
+                  [Stage("downsample", tasks, count_grid_blocks(region, pyramid.block, source.voxel_offset))],
                   description=description)
     result.finish = lambda: provenance.record(url, "downsample", params, result.job_id)
     return result, notes

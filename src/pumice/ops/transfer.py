@@ -21,7 +21,7 @@ from ..storage import provenance, urls
 from ..storage.info import LayerInfo, Scale, check_encoding, scale_key, write_unit
 from ..storage.layer import Layer
 from .downsample import write_with_levels
-from .pyramid import plan_factors, plan_new_layer, resolve_method
+from .pyramid import global_grid_record, plan_factors, plan_new_layer, read_box, resolve_method
 
 DEFAULT_MEMORY = 256 * 2**20
 
@@ -43,9 +43,9 @@ class TransferTask(Task):
     def run(self) -> dict[str, Any]:
         src, dest = Layer.open(self.src), Layer.open(self.dest)
         box = Bbox.from_list(self.bbox)
-        source_box = box.translate([-t for t in self.translate])
-        data = src.read(source_box, self.mip, fill_missing=self.fill_missing, suffix=self.suffix)
-        written = write_with_levels(dest, box, data, self.factors, self.method, self.sparse)
+        read = read_box(box, dest.bounds(0), self.factors)
+        data = src.read(read.translate([-t for t in self.translate]), self.mip, fill_missing=self.fill_missing, suffix=self.suffix)
+        written = write_with_levels(dest, box, read, data, self.factors, self.method, self.sparse)
         return {"voxels": box.size, "voxels_written": written}
 
 
@@ -125,7 +125,7 @@ def plan(
                      {k: v for k, v in sinfo.extra.items() if k in ("segment_properties",)})
     bytes_per_voxel = sinfo.num_channels * sinfo.dtype.itemsize * (4 if num_mips else 3) + (4 if num_mips else 0)
     factors = plan_factors(base, factor, num_mips) if num_mips else []
-    info, block, tail = plan_new_layer(info, factors, sharded=sharded, budget=memory, bytes_per_voxel=bytes_per_voxel)
+    info, block = plan_new_layer(info, factors, sharded=sharded, budget=memory, bytes_per_voxel=bytes_per_voxel)
     base = info.scales[0]
 
     suffix = source.chunk_suffix(mip) if sscale.sharding is None else ""
@@ -148,7 +148,7 @@ def plan(
     common = dict(src=source.url, mip=mip, dest=dest)
 
     def tasks():
-        for box in grid_blocks(target, block, base.voxel_offset, tail):
+        for box in grid_blocks(target, block, base.voxel_offset):
             if fast:
                 yield CopyChunksTask(bbox=tuple(box.to_list()), **common)
             else:
@@ -158,7 +158,7 @@ def plan(
 
     params = {"src": source.url, "mip": mip, "region": region.to_list(), "translate": list(translate),
               "info": info.to_json(), "block": list(block), "fast": fast, "method": method, "sparse": sparse,
-              "fill_missing": fill_missing}
+              "fill_missing": fill_missing, **global_grid_record(info.scales[1:])}
     description = {
         "source": f"{urls.display(source.url)} mip {mip} ({sscale.key}): {sinfo.type} {sinfo.data_type} x {sinfo.num_channels}, "
                   f"region {region}",
@@ -172,7 +172,7 @@ def plan(
         "fresh_destination": fresh,
     }
     result = Plan("transfer", dest, params,
-                  [Stage("transfer", tasks, count_grid_blocks(target, block, base.voxel_offset, tail))],
+                  [Stage("transfer", tasks, count_grid_blocks(target, block, base.voxel_offset))],
                   description=description)
     result.finish = lambda: provenance.record(dest, "transfer", {k: v for k, v in params.items() if k != "info"},
                                               result.job_id, sources=[urls.display(source.url)])

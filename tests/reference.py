@@ -1,0 +1,86 @@
+"""Independent whole-array references that several test modules compare with (importable: pytest's
+pythonpath includes tests/)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tinybrain
+import tinybrain.downsample
+
+
+def global_grid_levels(data, offset, factors, method, sparse=False):
+    """An independent whole-array pyramid on the global grid: [(first voxel, array), ...] per mip.
+
+    Voxel j of mip k covers mip-0 voxels [j*s, (j+1)*s) (s: the product of the factors so far). Voxels
+    whose footprint lies wholly inside the volume come from tinybrain (average, mode) or tinybrain's
+    NumPy pooling (min, max; striding: every s-th voxel) on the array padded with zeros to the top
+    mip's grid, one tinybrain call per run of equal factors; voxels that the volume's faces cut are the
+    average (floored for integers), mode (the smallest of the most frequent labels; zeros left out if
+    ``sparse``), min, max or first of the mip-0 voxels that exist, one voxel at a time.
+    """
+    data = np.asarray(data)
+    if data.ndim == 3:
+        data = data[..., np.newaxis]
+    offset = np.array(offset)
+    steps = np.cumprod(np.array(factors), axis=0)
+    top = steps[-1]
+    lo = (offset // top) * top
+    hi = -(-(offset + data.shape[:3]) // top) * top
+    current = np.zeros((*(hi - lo), data.shape[3]), data.dtype, order="F")
+    current[tuple(slice(a, a + n) for a, n in zip(offset - lo, data.shape[:3]))] = data
+    levels, i = [], 0
+    while i < len(factors):
+        f, run = tuple(factors[i]), 1
+        while i + run < len(factors) and tuple(factors[i + run]) == f:
+            run += 1
+        if method == "average":
+            out = tinybrain.downsample_with_averaging(current, f, num_mips=run)
+        elif method == "mode":
+            out = tinybrain.downsample_segmentation(current, f, sparse=sparse, num_mips=run)
+        elif method == "striding":
+            out = [current]
+            for _ in range(run):
+                out.append(out[-1][:: f[0], :: f[1], :: f[2]])
+            out = out[1:]
+        else:
+            pool = tinybrain.downsample.downsample_with_min_pooling if method == "min" else \
+                tinybrain.downsample.downsample_with_max_pooling
+            out = pool(current, f, num_mips=run)
+        levels += [np.array(o, order="F") for o in out]
+        current = levels[-1]
+        i += run
+    result = []
+    e = offset + data.shape[:3]
+    for s, level in zip(steps, levels):
+        first, last = offset // s, -(-e // s)
+        origin = lo // s
+        out = level[tuple(slice(a - b, c - b) for a, b, c in zip(first, origin, last))].copy()
+        starts = [np.arange(a, b) * f for a, b, f in zip(first, last, s)]
+        inside = [(st >= o) & (st + f <= ee) for st, f, o, ee in zip(starts, s, offset, e)]
+        whole = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
+        for j in np.argwhere(~whole):
+            a = np.maximum((first + j) * s, offset) - offset
+            b = np.minimum((first + j + 1) * s, e) - offset
+            values = data[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
+            for c in range(data.shape[3]):
+                out[tuple(j) + (c,)] = _present_value(values[..., c], method, sparse)
+        result.append((tuple(int(v) for v in first), out))
+    return result
+
+
+def _present_value(values, method, sparse):
+    if method == "striding":
+        return values[0, 0, 0]
+    values = values.ravel()
+    if method == "average":
+        return values.astype(np.float64).mean() if values.dtype.kind == "f" else int(values.astype(np.uint64).sum()) // values.size
+    if method == "min":
+        return values.min()
+    if method == "max":
+        return values.max()
+    if sparse:
+        values = values[values != 0]
+        if values.size == 0:
+            return 0
+    labels, counts = np.unique(values, return_counts=True)
+    return labels[np.argmax(counts)]
