@@ -8,6 +8,7 @@ file written by a failed run (an info, a ledger, a chunk) fails the row.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
@@ -101,6 +102,51 @@ def zarr_group(tmp: Path) -> Path:
     return path
 
 
+def empty_h5(tmp: Path) -> Path:
+    path = tmp / "empty.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = np.zeros((11, 0, 37), np.uint8)
+    return path
+
+
+def empty_zarr(tmp: Path, zarr_format: int) -> Path:
+    path = tmp / f"empty{zarr_format}.zarr"
+    zarr.open_array(str(path), mode="w", shape=(0, 23, 37), dtype="uint8", zarr_format=zarr_format)
+    return path
+
+
+def empty_n5(tmp: Path) -> Path:
+    import tensorstore as ts
+
+    path = tmp / "empty.n5"
+    ts.open({"driver": "n5", "kvstore": {"driver": "file", "path": str(path) + "/"},
+             "metadata": {"dimensions": [37, 23, 0], "blockSize": [8, 8, 8], "dataType": "uint8", "compression": {"type": "raw"}}},
+            create=True).result()
+    return path
+
+
+def empty_tiff(tmp: Path, shape: tuple, name: str) -> Path:
+    with pytest.warns(UserWarning, match="zero-size"):  # tifffile writes it, calling it nonconformant
+        tifffile.imwrite(tmp / name, np.zeros(shape, np.uint8))
+    return tmp / name
+
+
+def stack_of_empty_tiffs(tmp: Path) -> Path:
+    stack = folder(tmp, "empty_sections")
+    for z in range(3):
+        empty_tiff(stack, (0, 37), f"s{z}.tif")
+    return stack
+
+
+def empty_precomputed(tmp: Path) -> Path:
+    (tmp / "layer").mkdir()
+    (tmp / "layer" / "info").write_text(json.dumps({
+        "@type": "neuroglancer_multiscale_volume", "type": "image", "data_type": "uint8", "num_channels": 1,
+        "scales": [{"key": "4_4_40", "size": [37, 0, 11], "resolution": [4, 4, 40], "voxel_offset": [0, 0, 0],
+                    "chunk_sizes": [[64, 64, 16]], "encoding": "raw"}]}))
+    return tmp / "layer"
+
+
 def negative_labels(tmp: Path) -> list:
     """Found by the task that reads the last corner, after earlier tasks wrote chunks."""
     labels = np.random.default_rng(3).integers(0, 100, SHAPE).astype(np.int32)
@@ -146,6 +192,24 @@ ROWS = [
     row("zarr-group-no-array-named", lambda t: [zarr_group(t), DEST, *RUN], "group", "--dataset", "raw"),
     row("zarr-wrong-array", lambda t: [f"{zarr_group(t)}:/nope", DEST, *RUN], "no array", "nope"),
     row("precomputed-source-broken-info", broken_layer, "info", "not valid JSON"),
+    row("npy-zero-x", lambda t: [npy(t, data=np.zeros((11, 23, 0), np.uint8), name="zx.npy"), DEST, *RUN],
+        "zx.npy", "is empty", "along x", "0,23,11"),
+    row("npy-zero-y", lambda t: [npy(t, data=np.zeros((11, 0, 37), np.uint8), name="zy.npy"), DEST, *RUN],
+        "zy.npy", "is empty", "along y", "37,0,11"),
+    row("npy-zero-z", lambda t: [npy(t, data=np.zeros((0, 64, 64), np.uint8), name="zz.npy"), DEST, *RUN],
+        "zz.npy", "is empty", "along z", "64,64,0"),
+    row("npy-zero-channels", lambda t: [npy(t, data=np.zeros((11, 23, 37, 0), np.uint8), name="zc.npy"), DEST, *RUN,
+                                        "--axes", "zyxc"], "zc.npy", "is empty", "channel", "0 channel(s)"),
+    row("npy-zero-everything", lambda t: [npy(t, data=np.zeros((0, 0, 0), np.uint8), name="z0.npy"), DEST, *RUN],
+        "z0.npy", "is empty", "along x or along y or along z"),
+    row("hdf5-zero-size", lambda t: [empty_h5(t), DEST, *RUN], "empty.h5:/raw", "is empty", "along y"),
+    row("zarr2-zero-size", lambda t: [empty_zarr(t, 2), DEST, *RUN], "empty2.zarr", "is empty", "along z"),
+    row("zarr3-zero-size", lambda t: [empty_zarr(t, 3), DEST, *RUN], "empty3.zarr", "is empty", "along z"),
+    row("n5-zero-size", lambda t: [empty_n5(t), DEST, *RUN], "empty.n5", "is empty", "along z"),
+    row("tiff-zero-sections", lambda t: [empty_tiff(t, (0, 23, 37), "e.tif"), DEST, *RUN], "e.tif", "is empty", "(0, 23, 37)"),
+    row("tiff-zero-rows", lambda t: [empty_tiff(t, (4, 0, 37), "e.tif"), DEST, *RUN], "e.tif", "is empty", "(4, 0, 37)"),
+    row("image-stack-of-empty-sections", lambda t: [stack_of_empty_tiffs(t), DEST, *RUN], "empty_sections", "is empty"),
+    row("precomputed-source-zero-size", lambda t: [empty_precomputed(t), DEST, *RUN], "info", "non-positive size"),
     row("resolution-two-values", lambda t: [npy(t), DEST, "--resolution", "4,4", "--workers", "1"], "--resolution", "'4,4'"),
     row("resolution-not-numbers", lambda t: [npy(t), DEST, "--resolution", "4,x,40", "--workers", "1"], "--resolution"),
     row("resolution-zero", lambda t: [npy(t), DEST, "--resolution", "4,0,40", "--workers", "1"], "--resolution", "positive"),

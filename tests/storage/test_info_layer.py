@@ -44,6 +44,13 @@ def test_info_validation(change, message):
         LayerInfo.from_json(d)
 
 
+@pytest.mark.parametrize("size", [(0, 90, 40), (100, 0, 40), (100, 90, 0), (100, -1, 40)])
+def test_new_info_refuses_an_empty_volume(size):
+    """No planner can write an info with a zero extent, whatever its source."""
+    with pytest.raises(PumiceError, match=f"the volume is empty \\(size {','.join(map(str, size))}\\)"):
+        make_info(size=size)
+
+
 @pytest.mark.parametrize("layer_type, dtype, encoding, channels", [
     ("segmentation", "float32", "raw", 1), ("image", "uint64", "jpeg", 1), ("image", "uint8", "jpeg", 2),
     ("image", "float32", "png", 1), ("image", "uint8", "compressed_segmentation", 1), ("segmentation", "uint32", "raw", 2),

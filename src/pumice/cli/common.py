@@ -22,8 +22,33 @@ class Parser(argparse.ArgumentParser):
         # Vectors such as `--translate -20,-30,5` are values, not options.
         self._negative_number_matcher = re.compile(r"^-\d[\d.,-]*$")
 
+        # Every verb (and sub-verb) made from this parser takes the global options too.
+        self.register("action", "parsers", _VerbParsers)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise PumiceError(f"{message} (see {self.prog} --help)")
+
+
+class _VerbParsers(argparse._SubParsersAction):
+    """Subparsers that accept the global options after their verb as well as before it."""
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        parser = super().add_parser(name, **kwargs)
+        add_global_options(parser, after_verb=True)
+        return parser
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool = False) -> None:
+    """--debug and --s3-endpoint, the same wherever a user puts them.
+
+    After a verb the defaults are SUPPRESS: argparse copies a verb's namespace over the top-level
+    one, so a default there would undo `pumice --debug VERB`.
+    """
+    g = parser.add_argument_group("global options")
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if after_verb else False,
+                   help="show tracebacks")
+    g.add_argument("--s3-endpoint", metavar="URL", default=argparse.SUPPRESS if after_verb else None,
+                   help="endpoint of an S3-compatible store (or set AWS_ENDPOINT_URL)")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

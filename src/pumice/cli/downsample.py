@@ -46,7 +46,11 @@ def parse_bounds(text: str | None) -> Bbox | None:
         values = []
     if len(values) != 6:
         raise PumiceError(f"--bounds must be six integers x0,y0,z0,x1,y1,z1, got {text!r}")
-    return Bbox.from_list(values)
+    box = Bbox.from_list(values)
+    if box.empty():
+        flat = ", ".join(f"{a}1 <= {a}0" for a, lo, hi in zip("xyz", box.minpt, box.maxpt) if hi <= lo)
+        raise PumiceError(f"--bounds {text} is an empty box ({flat}); give x1,y1,z1 greater than x0,y0,z0")
+    return box
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..errors import PumiceError
+from ..errors import LayerError, PumiceError
 from ..execution.ledger import jobs
 from ..geometry import format_vec
 from ..storage import provenance, records, urls
@@ -45,9 +45,17 @@ def describe(path: str) -> dict[str, Any]:
         "mesh_details": _objects_dir(layer.url, info.extra.get("mesh")),
         "skeleton_details": _objects_dir(layer.url, info.extra.get("skeletons")),
         "levels": _levels(layer.url, len(info.scales)),
-        "provenance": provenance.read(layer.url)["processing"],
+        **_provenance(layer.url),
         "jobs": [{k: j.get(k) for k in ("id", "operation", "status", "stages", "done", "updated")} for j in jobs(layer.url)],
     }
+
+
+def _provenance(url: str) -> dict[str, Any]:
+    """The processing entries as a peer or Pumice wrote them; a file that cannot be read is reported, not fatal."""
+    try:
+        return {"provenance": provenance.read(url)["processing"], "provenance_problem": None}
+    except LayerError as e:
+        return {"provenance": [], "provenance_problem": str(e)}
 
 
 def _levels(url: str, mips: int) -> list[dict[str, Any]]:
@@ -110,11 +118,12 @@ def render(d: dict[str, Any]) -> str:
         z0, z1 = levels["sections"]
         lines.append(f"  levels: mip {levels['mip']}, sections {z0}-{z1 - 1}, {levels['coverage']:.0%} of each sampled "
                      f"(levels/{levels['mip']}/<z>)")
-    lines.append(f"  provenance: {len(d['provenance'])} entr{'y' if len(d['provenance']) == 1 else 'ies'}")
-    for entry in d["provenance"]:
-        method = entry.get("method", {})
-        lines.append(f"    {entry.get('date', '?')}  {method.get('task', '?')}"
-                     f"{' from ' + str(method['source']) if method.get('source') else ''}  ({entry.get('by', '?')})")
+    if d["provenance_problem"]:
+        lines.append(f"  provenance: unreadable: {d['provenance_problem']}")
+    else:
+        lines.append(f"  provenance: {len(d['provenance'])} entr{'y' if len(d['provenance']) == 1 else 'ies'}")
+    for entry in map(provenance.summary, d["provenance"]):
+        lines.append(f"    {entry['date']}  {entry['task']}{' from ' + entry['source'] if entry['source'] else ''}  ({entry['by']})")
     for job in d["jobs"]:
         done = sum((job.get("done") or {}).values())
         total = sum((job.get("stages") or {}).values())

@@ -10,7 +10,7 @@ import traceback
 
 from .. import __version__
 from ..errors import PumiceError
-from .common import Parser
+from .common import Parser, add_global_options
 
 
 def build_parser() -> Parser:
@@ -18,8 +18,7 @@ def build_parser() -> Parser:
 
     parser = Parser(prog="pumice", description="Pumice: EM volumes -> Neuroglancer Precomputed layers, on a laptop or a cluster.")
     parser.add_argument("--version", action="version", version=f"pumice {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--s3-endpoint", metavar="URL", help="endpoint of an S3-compatible store (or set AWS_ENDPOINT_URL)")
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     for module in (ingest, downsample, transfer, delete, mesh, skeleton, quantize, contrast, info, view, demo, worker, status, queue, probe):
         module.add_parser(sub)

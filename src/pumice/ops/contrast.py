@@ -251,9 +251,9 @@ def plan_levels(path: str, *, mip: int = 0, coverage: float = 0.01, fill_missing
                   [Stage("levels", tasks, count_grid_blocks(bounds, block, scale.voxel_offset))],
                   description=description, outcome=outcome)
 
-    def finish() -> None:
+    def finish() -> list[str]:
         open_kv(layer.url).put_json(levels_record_key(mip), {**params, "data_type": layer.info.data_type, "job": result.job_id})
-        provenance.record(layer.url, "contrast levels", params, result.job_id)
+        return provenance.record(layer.url, "contrast levels", params, result.job_id)
 
     result.finish = finish
     notes: list[str] = []

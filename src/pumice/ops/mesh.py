@@ -339,8 +339,7 @@ def plan(
     def finish() -> list[str]:
         messages = objects.missing_ids_warning(kv, mesh_dir, ids, f"are not in mip {mip} of the layer (or are dust)")
         kv.delete_prefix(work + "/")
-        provenance.record(url, "mesh", params, result.job_id)
-        return messages
+        return messages + provenance.record(url, "mesh", params, result.job_id)
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
         text = f"{int(totals['merge'].get('objects', 0))} object(s) meshed, {int(totals['merge'].get('triangles', 0)):,} triangles"

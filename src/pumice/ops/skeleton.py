@@ -278,8 +278,7 @@ def plan(
         messages = objects.missing_ids_warning(kv, skeleton_dir, ids,
                                                f"have no skeleton (not in mip {mip}, dust, or less cable than --min-cable)")
         kv.delete_prefix(work + "/")
-        provenance.record(url, "skeleton", params, result.job_id)
-        return messages
+        return messages + provenance.record(url, "skeleton", params, result.job_id)
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
         merge = totals["merge"]

@@ -220,6 +220,9 @@ def new_info(*, layer_type: str, dtype: str, num_channels: int, size: Sequence[i
              voxel_offset: Sequence[int], chunk_size: Sequence[int], encoding: str, sharded: bool = False) -> LayerInfo:
     """An info with one scale, validated."""
     check_encoding(layer_type, dtype, encoding, num_channels)
+    if any(s <= 0 for s in size):
+        raise PumiceError(f"the volume is empty (size {','.join(map(str, size))}); a layer needs at least one voxel "
+                          f"along every axis: check the input's shape or --bounds")
     if any(c <= 0 for c in chunk_size):
         raise PumiceError(f"--chunk-size must be positive in every axis, got {','.join(map(str, chunk_size))}")
     if any(r <= 0 for r in resolution):

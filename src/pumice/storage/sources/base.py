@@ -28,6 +28,18 @@ class Source:
     full_xy: bool = False  # only whole sections can be decoded (2D image files)
     fingerprint: dict[str, Any] = field(default_factory=dict)  # identifies the data, for the job id
 
+    def __post_init__(self) -> None:
+        # Every reader builds its Source here, so an empty volume is refused once, before any
+        # planner writes an info with a zero extent.
+        empty = [f"along {axis}" for axis, size in zip("xyz", self.shape) if size < 1]
+        empty += ["in its channel axis"] if self.channels < 1 else []
+        if empty:
+            raise SourceError(
+                f"{self.path} is empty: it has no voxels {' or '.join(empty)} (X,Y,Z size "
+                f"{','.join(map(str, self.shape))}, {self.channels} channel(s)); a volume needs at least one voxel "
+                f"along every axis: check the data (and --axes or --dataset)"
+            )
+
     @property
     def bounds(self) -> Bbox:
         return Bbox((0, 0, 0), self.shape)

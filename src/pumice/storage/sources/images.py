@@ -154,6 +154,9 @@ class TiffVolume(Source):
                 pages = len(series.pages) if hasattr(series, "pages") else 1
         except Exception as e:  # noqa: BLE001
             raise SourceError(f"cannot read TIFF {path}: {_why(e)}; check the file") from None
+        if not all(shape):  # tifffile calls the axes of a zero-size series Q, so say what is really wrong
+            raise SourceError(f"{path} is empty: its TIFF series has shape {shape}; a volume needs at least one voxel "
+                              f"along every axis: check the file")
         channels = 1
         if axes.endswith("S"):  # samples per pixel (RGB)
             channels, axes, shape = shape[-1], axes[:-1], shape[:-1]

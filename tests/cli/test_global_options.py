@@ -1,0 +1,65 @@
+"""--debug and --s3-endpoint are accepted before or after any verb and sub-verb."""
+
+import argparse
+
+import numpy as np
+import pytest
+
+from pumice.cli.main import build_parser
+
+
+def _verb_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """(verb path, its parser) for every verb and nested sub-verb of the command line."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _verb_paths(sub, (*path, name))
+
+
+def _positionals(parser: argparse.ArgumentParser) -> list[str]:
+    """Placeholder values for a parser's required positional arguments."""
+    values = []
+    for action in parser._actions:
+        if action.option_strings or isinstance(action, argparse._SubParsersAction):
+            continue
+        count = {None: 1, "+": 1, "?": 0, "*": 0}.get(action.nargs, action.nargs)
+        values += [str(next(iter(action.choices))) if action.choices else "x"] * count
+    return values
+
+
+VERB_PATHS = [path for path, _ in _verb_paths(build_parser())]
+
+
+def test_the_walk_finds_verbs_and_sub_verbs():
+    assert {("info",), ("ingest",), ("queue",), ("skeleton",), ("contrast", "levels"), ("contrast", "clahe")} <= set(VERB_PATHS)
+
+
+@pytest.mark.parametrize("path", VERB_PATHS, ids=" ".join)
+def test_global_options_after_any_verb(path):
+    parser = build_parser()
+    sub = dict(_verb_paths(parser))[path]
+    args = parser.parse_args([*path, *_positionals(sub), "--debug", "--s3-endpoint", "http://127.0.0.1:9"])
+    assert args.debug is True and args.s3_endpoint == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize("path", VERB_PATHS, ids=" ".join)
+def test_global_options_before_a_verb_are_not_reset_by_it(path):
+    parser = build_parser()
+    sub = dict(_verb_paths(parser))[path]
+    args = parser.parse_args(["--debug", "--s3-endpoint", "http://127.0.0.1:9", *path, *_positionals(sub)])
+    assert args.debug is True and args.s3_endpoint == "http://127.0.0.1:9"
+    args = parser.parse_args([*path, *_positionals(sub)])
+    assert args.debug is False and args.s3_endpoint is None
+
+
+def test_debug_after_the_verb_shows_the_traceback_then_the_one_line_error(tmp_path, cli):
+    code, _, err = cli("info", tmp_path / "missing", "--debug")
+    assert code == 2
+    assert err.startswith("Traceback (most recent call last):")
+    assert err.splitlines()[-1].startswith("pumice: error: no Precomputed layer at")
+
+    np.save(tmp_path / "a.npy", np.arange(4 * 5 * 6, dtype=np.uint8).reshape(4, 5, 6))
+    assert cli("ingest", tmp_path / "a.npy", tmp_path / "l", "--resolution", "4,4,40")[0] == 0
+    code, out, err = cli("info", tmp_path / "l", "--debug")
+    assert code == 0 and "image uint8" in out and err == ""
