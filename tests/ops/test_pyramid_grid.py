@@ -124,3 +124,47 @@ def test_an_offset_layer_lines_up_with_an_offset_0_layer_of_the_same_data(tmp_pa
         box = tuple(slice(f - o, l - o) for f, l, o in zip(first, last, a0))
         np.testing.assert_array_equal(b[tuple(slice(f - o, l - o) for f, l, o in zip(first, last, b0))], a[box],
                                       err_msg=f"mip {mip}")
+
+
+def test_info_warns_about_mips_made_with_the_old_rule_until_they_are_remade(tmp_path, cli):
+    """CloudVolume (and Igneous, and Pumice before the global grid) count groups from the layer's first
+    voxel; `pumice info` says which mips may sit off and how to remake them, and stops saying it after."""
+    from cloudvolume import CloudVolume as CV
+
+    data = make("image")
+    info = CV.create_new_info(1, "image", "uint8", "raw", [4, 4, 40], [3, 7, 11], list(SHAPE), chunk_size=[16, 16, 8])
+    cv = CV(f"file://{tmp_path}/old", info=info)
+    cv.commit_info()
+    cv[:, :, :] = data
+    cv.add_scale((2, 2, 1))
+    cv.add_scale((4, 4, 1))
+    cv.commit_info()
+    cv = CV(f"file://{tmp_path}/old", mip=1)
+    cv[cv.bounds] = make("image", seed=1)[:cv.bounds.size3()[0], :cv.bounds.size3()[1], :cv.bounds.size3()[2]]
+
+    code, out, err = cli("info", tmp_path / "old")
+    assert code == 0, err
+    warning = [line for line in out.splitlines() if "WARNING" in line]
+    assert len(warning) == 1 and "mips 1, 2" in warning[0] and "up to 3,3,0" in warning[0], out
+    assert f"pumice delete {tmp_path / 'old'} --mip 1" in warning[0] and "pumice downsample" in warning[0]
+    code, out, _ = cli("info", tmp_path / "old", "--json")
+    assert [m["mip"] for m in json.loads(out)["off_grid_mips"]] == [1, 2]
+
+    assert cli("delete", tmp_path / "old", "--mip", "1", "--no-progress")[0] == 0
+    assert cli("downsample", tmp_path / "old", "--num-mips", "2", "--factor", "2,2,1", "--no-progress")[0] == 0
+    code, out, _ = cli("info", tmp_path / "old")
+    assert "WARNING" not in out, out
+
+    # A pyramid whose provenance does not record the global grid (Pumice before it) is suspect too,
+    # and a layer whose offset is a multiple of every stride never is.
+    provenance = json.loads((tmp_path / "old" / "provenance").read_text())
+    for entry in provenance["processing"]:
+        if isinstance(entry.get("method"), dict):
+            entry["method"].pop("pyramid_grid", None)
+    (tmp_path / "old" / "provenance").write_text(json.dumps(provenance))
+    assert "WARNING: mips 1, 2" in cli("info", tmp_path / "old")[1]
+    aligned = ingest(cli, tmp_path, data, (8, 16, 11), name="aligned")
+    cv = CV(f"file://{aligned}")
+    cv.add_scale((2, 2, 1))
+    cv.commit_info()
+    assert "WARNING" not in cli("info", aligned)[1]

@@ -45,13 +45,13 @@ Higher mips (a layer downsampled by ``pumice downsample --factor 2,2,1``):
   then shows the mip-k voxel under its centre. Keep pixel centres off the mip-0 bounds too: a
   centre exactly on one is a tie (the lower one came out excluded).
 * With an offset not divisible by 2**k (here y: 6 at mip 0 -> 6 // 4 = 1 at mip 2, i.e. 4 in
-  mip-0 units), the CloudVolume convention Pumice follows (``voxel_offset // 2**k``, windows
-  starting at the mip-0 offset, ``size = ceil(size / 2**k)``) puts mip k half a mip-k voxel (here
-  2 mip-0 voxels, 8 nm) towards -y of mip 0: Neuroglancer shows mip-2 row j, the average of mip-0
-  rows 6 + 4j .. 9 + 4j, at rows 4 + 4j .. 7 + 4j. Its first row is half clipped away and the
-  last 2 mip-0 rows have no mip-2 voxel. CloudVolume's ``add_scale`` documents the same shift.
-  The test compares the screen with the stored mip, placed as its info says, so it is exact
-  regardless; the offsets are chosen so that mip 1 is aligned and mip 2 is not.
+  mip-0 units), Neuroglancer shows mip-2 row j at mip-0 rows 4 + 4j .. 7 + 4j, so that is what it
+  must hold: Pumice groups voxels on that global grid (row 1 of mip 2 is the average of the mip-0
+  rows 6 and 7 that exist). CloudVolume's and Igneous's convention (windows starting at the mip-0
+  offset, ``size = ceil(size / 2**k)``) stored the average of rows 6 + 4j .. 9 + 4j there: half a
+  mip-2 voxel off. The first test compares the screen with the stored mip, placed as its info
+  says; the second shows an offset layer (3, 7) and an offset-0 layer of the same data drawing the
+  same pixels at mip 1 and 2 wherever the offset layer's groups are whole.
 
 Meshes (``pumice mesh``, legacy and multi-resolution sharded Draco, one layer each because the
 info's "mesh" names one directory), in a 3D panel of their own viewer:
@@ -131,6 +131,11 @@ PYRAMID = "image_pyramid"
 PYRAMID_SIZE = (192, 160, 12)
 PYRAMID_OFFSET = (4, 6, 2)
 PYRAMID_MIPS = 2
+# The same voxels twice: a layer at offset 0 and one starting at (3, 7) (not a multiple of 2 or 4),
+# both downsampled 2,2,1 twice; on the global grid they must agree wherever groups are whole.
+ALIGNED = ("aligned_base", "aligned_part")
+ALIGNED_SIZE = (195, 167, 4)
+ALIGNED_START = (3, 7, 0)
 
 
 def make_layers(root: Path) -> dict[str, Any]:
@@ -157,15 +162,17 @@ def make_layers(root: Path) -> dict[str, Any]:
     assert main(["ingest", str(root / "image.npy"), str(root / "image_sharded"), "--sharded", *common]) == 0
     assert main(["ingest", str(root / "labels.npy"), str(root / "labels"), *common]) == 0  # compressed_segmentation
     return {
-        "dirs": {name: root / name for name in ("image", "image_sharded", "labels", PYRAMID)},
+        "dirs": {name: root / name for name in ("image", "image_sharded", "labels", PYRAMID, *ALIGNED)},
         "image": image,
         "labels": labels,
         PYRAMID: make_pyramid(root, rng),
+        **make_aligned_pair(root, rng),
     }
 
 
-def make_pyramid(root: Path, rng: np.random.Generator) -> list[tuple[tuple[int, ...], np.ndarray]]:
-    """Ingest a random image and add mips with ``pumice downsample``.
+def make_pyramid(root: Path, rng: np.random.Generator, name: str = PYRAMID, image: np.ndarray | None = None,
+                 offset: tuple[int, int, int] = PYRAMID_OFFSET) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """Ingest a (random) image and add mips with ``pumice downsample``.
 
     Returns each mip as (voxel_offset, X, Y, Z array), read back with TensorStore.
     """
@@ -173,22 +180,31 @@ def make_pyramid(root: Path, rng: np.random.Generator) -> list[tuple[tuple[int, 
 
     from pumice.cli.main import main
 
-    image = rng.integers(0, 256, size=PYRAMID_SIZE, dtype=np.uint8)
-    np.save(root / "pyramid.npy", image.transpose(2, 1, 0))
-    path = str(root / PYRAMID)
-    assert main(["ingest", str(root / "pyramid.npy"), path, "--resolution", ",".join(map(str, RESOLUTION)),
-                 "--offset", ",".join(map(str, PYRAMID_OFFSET)), "--chunk-size", ",".join(map(str, CHUNK)),
+    if image is None:
+        image = rng.integers(0, 256, size=PYRAMID_SIZE, dtype=np.uint8)
+    np.save(root / f"{name}.npy", image.transpose(2, 1, 0))
+    path = str(root / name)
+    assert main(["ingest", str(root / f"{name}.npy"), path, "--resolution", ",".join(map(str, RESOLUTION)),
+                 "--offset", ",".join(map(str, offset)), "--chunk-size", ",".join(map(str, CHUNK)),
                  "--no-progress", "--workers", "1"]) == 0
-    assert main(["downsample", path, "--num-mips", str(PYRAMID_MIPS), "--factor", "2,2,1",
+    assert main(["downsample", path, "--num-mips", str(PYRAMID_MIPS), "--factor", "2,2,1", "--memory", "256KB",
                  "--workers", "1", "--no-progress"]) == 0
     mips = []
     for k in range(PYRAMID_MIPS + 1):
-        store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{root / PYRAMID}/",
+        store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{root / name}/",
                          "scale_index": k}).result()
         origin = tuple(int(v) for v in store.domain.origin[:3])
         mips.append((origin, np.asarray(store.read().result())[..., 0]))
     assert np.array_equal(mips[0][1], image)
     return mips
+
+
+def make_aligned_pair(root: Path, rng: np.random.Generator) -> dict[str, Any]:
+    """The same random voxels as an offset-0 layer and as a layer starting at ALIGNED_START."""
+    whole = rng.integers(0, 256, size=ALIGNED_SIZE, dtype=np.uint8)
+    part = np.ascontiguousarray(whole[tuple(slice(a, None) for a in ALIGNED_START)])
+    return {"aligned_base": make_pyramid(root, rng, "aligned_base", whole, (0, 0, 0)),
+            "aligned_part": make_pyramid(root, rng, "aligned_part", part, ALIGNED_START)}
 
 
 def gzip_copy(src: Path, dst: Path) -> Path:
@@ -299,11 +315,11 @@ def browser_viewer(chromium: Any, layers: dict[str, Any]) -> Iterator[Session]:
     """A viewer over the served layers with a headless Chromium page connected to it."""
     try:
         # What `pumice view IMAGE... LABELS` sets up, with the test's initial segments and layout.
-        served = serve([str(layers["dirs"][name]) for name in (*IMAGE_LAYERS, PYRAMID, "labels")],
+        served = serve([str(layers["dirs"][name]) for name in (*IMAGE_LAYERS, PYRAMID, *ALIGNED, "labels")],
                        segments={"labels": list(SHOWN)}, layout="xy")
         with served.server as files:
             viewer, url = served.viewer, served.url
-            assert [t for _, _, t in served.sources] == ["image"] * 4 + ["segmentation"]
+            assert [t for _, _, t in served.sources] == ["image"] * 6 + ["segmentation"]
             with viewer.txn() as s:
                 s.dimensions = neuroglancer.CoordinateSpace(
                     names=["x", "y", "z"], units="nm", scales=list(RESOLUTION)
@@ -315,7 +331,7 @@ def browser_viewer(chromium: Any, layers: dict[str, Any]) -> Iterator[Session]:
                 s.cross_section_background_color = "#%02x%02x%02x" % BACKGROUND
                 s.selected_layer.visible = False
                 s.statistics.visible = False
-                for name in (*IMAGE_LAYERS, PYRAMID):
+                for name in (*IMAGE_LAYERS, PYRAMID, *ALIGNED):
                     image = s.layers[name]
                     image.opacity = 1.0
                     image.shader = "void main() { emitGrayscale(toNormalized(getDataValue())); }"
@@ -526,9 +542,9 @@ def test_downsampled_slice_pixel_exact(
     """Zoomed out, the client shows the slice of a ``pumice downsample`` mip, voxel for voxel."""
     viewer, page = browser_viewer.viewer, browser_viewer.page
     mips = layers[PYRAMID]
-    # CloudVolume's offsets: floor-divided, so mip 2 starts at y = 1 * 4, before the data (6).
+    # The global grid: mip 2 starts at y = 1 * 4, before the data (6), and ends at 42 * 4 >= 166.
     assert [origin for origin, _ in mips] == [(4, 6, 2), (2, 3, 2), (1, 1, 2)]
-    assert [level.shape for _, level in mips] == [(192, 160, 12), (96, 80, 12), (48, 40, 12)]
+    assert [level.shape for _, level in mips] == [(192, 160, 12), (96, 80, 12), (48, 41, 12)]
     scale = 2.0**mip  # one screen pixel per mip-k voxel
     with viewer.txn() as s:
         s.cross_section_scale = scale

@@ -11,6 +11,7 @@ from ..execution.ledger import jobs
 from ..geometry import format_vec
 from ..storage import provenance, records, urls
 from ..storage.kv import open_kv
+from ..ops.pyramid import off_grid_mips
 from ..storage.layer import Layer
 
 
@@ -45,17 +46,20 @@ def describe(path: str) -> dict[str, Any]:
         "mesh_details": _objects_dir(layer.url, info.extra.get("mesh")),
         "skeleton_details": _objects_dir(layer.url, info.extra.get("skeletons")),
         "levels": _levels(layer.url, len(info.scales)),
-        **_provenance(layer.url),
+        **_provenance(layer),
         "jobs": [{k: j.get(k) for k in ("id", "operation", "status", "stages", "done", "updated")} for j in jobs(layer.url)],
     }
 
 
-def _provenance(url: str) -> dict[str, Any]:
-    """The processing entries as a peer or Pumice wrote them; a file that cannot be read is reported, not fatal."""
+def _provenance(layer: Layer) -> dict[str, Any]:
+    """The processing entries as a peer or Pumice wrote them (a file that cannot be read is reported,
+    not fatal), and the mips they do not show to lie on the global grid."""
     try:
-        return {"provenance": provenance.read(url)["processing"], "provenance_problem": None}
+        processing, problem = provenance.read(layer.url)["processing"], None
     except LayerError as e:
-        return {"provenance": [], "provenance_problem": str(e)}
+        processing, problem = [], str(e)
+    off_grid = [{"mip": mip, "off_by_up_to": list(off)} for mip, off in off_grid_mips(layer.info, processing)]
+    return {"provenance": processing, "provenance_problem": problem, "off_grid_mips": off_grid}
 
 
 def _levels(url: str, mips: int) -> list[dict[str, Any]]:
@@ -124,6 +128,14 @@ def render(d: dict[str, Any]) -> str:
         lines.append(f"  provenance: {len(d['provenance'])} entr{'y' if len(d['provenance']) == 1 else 'ies'}")
     for entry in map(provenance.summary, d["provenance"]):
         lines.append(f"    {entry['date']}  {entry['task']}{' from ' + entry['source'] if entry['source'] else ''}  ({entry['by']})")
+    if d["off_grid_mips"]:
+        mips = [m["mip"] for m in d["off_grid_mips"]]
+        worst = [max(m["off_by_up_to"][a] for m in d["off_grid_mips"]) for a in range(3)]
+        offset = format_vec(d["scales"][0]["voxel_offset"])
+        lines.append(f"  WARNING: mip{'s' if len(mips) > 1 else ''} {', '.join(map(str, mips))} may sit up to {format_vec(worst)} "
+                     f"mip-0 voxels off: made (by CloudVolume, Igneous or an older Pumice) with groups counted from the layer's "
+                     f"first voxel, and offset {offset} is not a multiple of the factor; remake them on the global grid with "
+                     f"`pumice delete {d['url']} --mip {mips[0]}` then `pumice downsample {d['url']}`")
     for job in d["jobs"]:
         done = sum((job.get("done") or {}).values())
         total = sum((job.get("stages") or {}).values())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -298,6 +298,37 @@ def global_grid_record(scales: Sequence[Scale]) -> dict:
     provenance: those levels lie on the global grid. Levels of a layer whose offset is not a multiple
     of their stride lacking this record were made with the old rule (`pumice info` warns)."""
     return {"pyramid_grid": "global", "pyramid_scales": [s.key for s in scales]} if scales else {}
+
+
+def off_grid_mips(info: LayerInfo, processing: Sequence[Any]) -> list[tuple[int, Vec]]:
+    """Mips above 0 that may lie off the global grid, each with how far (mip-0 voxels, per axis) at most.
+
+    Where mip 0's offset is a multiple of a mip's stride both rules agree. Elsewhere a mip counts as
+    on the grid only if its geometry is the global grid's and a provenance entry (``processing``, as
+    any tool wrote it) records it with ``global_grid_record``; CloudVolume, Igneous and Pumice before
+    this rule grouped voxels from the layer's first voxel.
+    """
+    recorded: set[str] = set()
+    for entry in processing:
+        method = entry.get("method") if isinstance(entry, dict) else None
+        if isinstance(method, dict) and method.get("pyramid_grid") == "global" and isinstance(method.get("pyramid_scales"), list):
+            recorded.update(str(k) for k in method["pyramid_scales"])
+    base = info.scales[0]
+    suspect = []
+    for mip, scale in enumerate(info.scales[1:], start=1):
+        ratio = [r / r0 for r, r0 in zip(scale.resolution, base.resolution)]
+        if any(abs(r - round(r)) > 1e-6 or round(r) < 1 for r in ratio):
+            continue  # not a whole-number downsampling of mip 0
+        stride = [round(r) for r in ratio]
+        off = vec([o % f for o, f in zip(base.voxel_offset, stride)])
+        if not any(off):
+            continue
+        lo = [o // f for o, f in zip(base.voxel_offset, stride)]
+        hi = [-(-(o + n) // f) for o, n, f in zip(base.voxel_offset, base.size, stride)]
+        on_grid = list(scale.voxel_offset) == lo and list(scale.size) == [b - a for a, b in zip(lo, hi)]
+        if not (on_grid and scale.key in recorded):
+            suspect.append((mip, off))
+    return suspect
 
 
 @dataclass(frozen=True)
