@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transfer", help="copy a layer: rechunk, re-encode, crop, translate, (un)shard, move between stores",
                        description="Copy mip --mip of SRC into a new layer at DEST (any store), changing what the options "
                        "say; --num-mips downsamples in the same pass. Chunk files are copied unchanged when nothing about "
-                       "them changes. Reads CloudVolume/Igneous layers with .gz/.br chunk files.")
+                       "them changes; CloudVolume/Igneous .gz/.br chunk files are decompressed, so DEST holds plain chunk names.")
     p.add_argument("src")
     p.add_argument("dest")
     p.add_argument("--mip", type=int, default=0, help="mip of SRC to copy (becomes DEST's mip 0)")

@@ -3,8 +3,9 @@
 Rechunk, re-encode, crop (--bounds), translate, sharded <-> unsharded, between any stores, with
 optional downsampling in the same pass (each task writes its block and every new mip from it).
 When nothing about the chunk files changes, they are copied as they are (the fast path). Layers
-that CloudVolume or Igneous wrote with ``.gz``/``.br`` chunk files are read too, so transfer is
-the migration path for old data.
+that CloudVolume or Igneous wrote with ``.gz``/``.br`` chunk files are read too, and the new layer
+holds plain chunk names (the fast path decompresses while copying), so transfer is the migration
+path for old data.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ class TransferTask(Task):
     dest: str
     bbox: tuple  # destination voxels at its mip 0
     translate: tuple
-    suffix: str = ""  # "" or CloudVolume's ".gz"/".br" chunk files
     fill_missing: bool = False
     factors: tuple = ()
     method: str = "average"
@@ -44,7 +44,7 @@ class TransferTask(Task):
         src, dest = Layer.open(self.src), Layer.open(self.dest)
         box = Bbox.from_list(self.bbox)
         read = read_box(box, dest.bounds(0), self.factors)
-        data = src.read(read.translate([-t for t in self.translate]), self.mip, fill_missing=self.fill_missing, suffix=self.suffix)
+        data = src.read(read.translate([-t for t in self.translate]), self.mip, fill_missing=self.fill_missing)
         written = write_with_levels(dest, box, read, data, self.factors, self.method, self.sparse)
         return {"voxels": box.size, "voxels_written": written}
 
@@ -52,7 +52,8 @@ class TransferTask(Task):
 @register("transfer.copy")
 @dataclass(frozen=True)
 class CopyChunksTask(Task):
-    """The fast path: chunk (or shard) files copied byte for byte."""
+    """The fast path: chunk (or shard) files copied byte for byte; CloudVolume's .gz/.br chunk
+    files are decompressed on the way, so the copy holds plain names that every reader opens."""
 
     src: str
     mip: int
@@ -64,10 +65,12 @@ class CopyChunksTask(Task):
         box = Bbox.from_list(self.bbox)
         scale = src.info.scale(self.mip)
         if scale.sharding is None:
-            names = [src.chunk_key(c, self.mip) for c in src.chunk_boxes(box, self.mip)]
-            names = [n + s for n in names for s in ("", ".gz", ".br")]
-        else:
-            names = [src.shard_file(s, self.mip) for s in grid_blocks(box, write_unit(scale), scale.voxel_offset)]
+            chunks = list(src.chunk_boxes(box, self.mip))
+            files = src.read_chunk_files(chunks, self.mip)
+            written = [(c, f) for c, f in zip(chunks, files) if f is not None]
+            dest.write_chunk_files([c for c, _ in written], [f for _, f in written], 0)
+            return {"voxels": box.size, "bytes_copied": sum(len(f) for _, f in written)}
+        names = [src.shard_file(s, self.mip) for s in grid_blocks(box, write_unit(scale), scale.voxel_offset)]
         futures = [(name, src.kv._store.read(name)) for name in names]
         dest_key = dest.info.scale(0).key
         copied = 0
@@ -128,12 +131,10 @@ def plan(
     info, block = plan_new_layer(info, factors, sharded=sharded, budget=memory, bytes_per_voxel=bytes_per_voxel)
     base = info.scales[0]
 
-    suffix = source.chunk_suffix(mip) if sscale.sharding is None else ""
-    if suffix is None:
-        suffix = ""
-        notes.append(f"mip {mip} of {urls.display(source.url)} seems to have no chunks written yet")
-    if suffix:
-        notes.append(f"reading CloudVolume-compressed chunk files ({suffix})")
+    compressed = [s for s in source.chunk_suffixes(mip) if s]
+    if compressed:
+        notes.append(f"reading CloudVolume-compressed chunk files ({', '.join(compressed)}); the new layer holds them "
+                     f"decompressed, under plain names")
     fast = (not factors and not any(translate) and base.chunk_size == sscale.chunk_size and base.encoding == sscale.encoding
             and base.compressed_segmentation_block_size == sscale.compressed_segmentation_block_size
             and (base.sharding is None) == (sscale.sharding is None)
@@ -152,7 +153,7 @@ def plan(
             if fast:
                 yield CopyChunksTask(bbox=tuple(box.to_list()), **common)
             else:
-                yield TransferTask(bbox=tuple(box.to_list()), translate=tuple(translate), suffix=suffix,
+                yield TransferTask(bbox=tuple(box.to_list()), translate=tuple(translate),
                                    fill_missing=fill_missing, factors=tuple(tuple(f) for f in factors), method=method,
                                    sparse=sparse, **common)
 

@@ -6,7 +6,7 @@ owns the info (written by Pumice before any task runs) and the rules for boxes.
 
 from __future__ import annotations
 
-import gzip
+import itertools
 import json
 from collections import deque
 from dataclasses import replace
@@ -27,6 +27,19 @@ from .kv import KV, context, open_kv
 GZIP_LEVEL = 1
 # Bytes of chunks a read keeps in flight (see Layer._read_inside).
 READ_WINDOW = 4 * 2**20
+
+# Chunk-file endings: plain, as TensorStore reads them, and the two compressions CloudVolume's
+# file backend (compress='gzip' / 'br') writes as chunk-name suffixes, which Pumice decodes itself.
+PLAIN = ("",)
+COMPRESSED_SUFFIXES = (".gz", ".br")
+CHUNK_FILE_SUFFIXES = PLAIN + COMPRESSED_SUFFIXES
+# CloudVolume's other compressions: named in an error rather than read as missing chunks.
+UNREADABLE_SUFFIXES = (".zstd", ".xz", ".bz2")
+# Chunks a scale's probe samples: the first ones in grid order, then a lattice of 4 per axis.
+PROBE_FIRST = 16
+PROBE_LATTICE = 4
+# (layer URL, scale key) -> Layer.chunk_suffixes: probed once per process.
+_CHUNK_SUFFIXES: dict[tuple[str, str], tuple[str, ...]] = {}
 
 
 class Layer:
@@ -141,17 +154,18 @@ class Layer:
                 raise LayerError(f"cannot open mip {mip} of {urls.display(self.url)}: {str(e).splitlines()[0]}") from None
         return self._stores[mip]
 
-    def read(self, bbox: Bbox, mip: int = 0, *, fill_missing: bool = True, suffix: str = "") -> np.ndarray:
+    def read(self, bbox: Bbox, mip: int = 0, *, fill_missing: bool = True) -> np.ndarray:
         """Voxels of ``bbox`` as an X, Y, Z, channel array; parts outside the volume are zero.
 
         ``fill_missing``: chunks never written read as zeros; if False, they are an error naming
-        --fill-missing. ``suffix``: the scale's chunk files carry CloudVolume's ``.gz``/``.br``.
+        --fill-missing. Scales whose chunk files CloudVolume compressed (``.gz``/``.br``) are read
+        too (see ``chunk_suffixes``).
         """
         if not fill_missing:
-            self.require_chunks(bbox, mip, suffix)
+            self.require_chunks(bbox, mip)
         bounds = self.bounds(mip)
         inside = bbox.intersection(bounds)
-        read = self._read_legacy if suffix else self._read_inside
+        read = self._read_inside if self.chunk_suffixes(mip) == PLAIN else self._read_compressed
         if inside == bbox:
             return read(bbox, mip)
         out = np.zeros((*bbox.shape, self.info.num_channels), dtype=self.info.dtype, order="F")
@@ -184,49 +198,137 @@ class Layer:
             out[done.slices(bbox.minpt)] = future.result()
         return out
 
-    def chunk_suffix(self, mip: int = 0, probes: int = 16) -> str | None:
-        """How an unsharded scale names its chunk files: "" (plain), ".gz" or ".br" (CloudVolume's
-        compressed files, which TensorStore cannot read), or None if no probed chunk exists."""
-        if self.info.scale(mip).sharding is not None:
-            return ""
-        chunks = []
-        for chunk in self.chunk_boxes(self.bounds(mip), mip):
-            chunks.append(self.chunk_key(chunk, mip))
-            if len(chunks) >= probes:
-                break
-        store = self.kv._store
-        for suffix in ("", ".gz", ".br"):
-            futures = [store.read(k + suffix, byte_range=slice(0, 0)) for k in chunks]
-            if any(f.result().state == "value" for f in futures):
-                return suffix
-        return None
+    # -- chunk files: plain names, or CloudVolume's compressed ones ---------------------------
+    def chunk_suffixes(self, mip: int = 0) -> tuple[str, ...]:
+        """The endings this scale's chunk files may carry: ``("",)`` when all are plain, as
+        TensorStore (and Neuroglancer over plain HTTP) reads them; ``".gz"``/``".br"`` where
+        CloudVolume's file backend stored compressed chunks, which only Pumice's own reads decode.
 
-    def _read_legacy(self, bbox: Bbox, mip: int) -> np.ndarray:
-        """Fetch the chunks, undo their .gz/.br, and let TensorStore decode them in memory."""
+        Probed once per process per layer and scale (tasks reopen layers constantly), from a
+        sample of chunk names spread over the grid; when no sampled chunk exists the scale is
+        empty or sparse and its listing decides. Sharded scales are always plain.
+        """
         scale = self.info.scale(mip)
-        keys = [self.chunk_key(c, mip) for c in self.chunk_boxes(bbox, mip)]
+        if scale.sharding is not None:
+            return PLAIN
+        key = (self.url, scale.key)
+        if key not in _CHUNK_SUFFIXES:
+            _CHUNK_SUFFIXES[key] = self._probe_suffixes(mip)
+        return _CHUNK_SUFFIXES[key]
+
+    def _probe_suffixes(self, mip: int) -> tuple[str, ...]:
+        scale = self.info.scale(mip)
         store = self.kv._store
-        plain = [store.read(k) for k in keys]
-        gz = [store.read(k + ".gz") for k in keys]
-        br = [store.read(k + ".br") for k in keys]
+        keys = [self.chunk_key(c, mip) for c in self._sample_chunks(mip)]
+        futures = [(s, store.read(k + s, byte_range=slice(0, 0))) for k in keys for s in CHUNK_FILE_SUFFIXES]
+        found = {s for s, f in futures if f.result().state == "value"}
+        if found:
+            return tuple(sorted(found))
+        # No sampled chunk exists, so the scale is empty or sparse: its listing is short, and exact.
+        try:
+            names = self.kv.list(scale.key + "/")
+        except (NotImplementedError, ValueError):  # e.g. http: no listing, so every name stays possible
+            return CHUNK_FILE_SUFFIXES
+        for name in names:
+            ending = name[name.rfind("."):] if "." in name.rsplit("/", 1)[-1] else ""
+            if ending in CHUNK_FILE_SUFFIXES:
+                found.add(ending)
+            elif ending in UNREADABLE_SUFFIXES:
+                raise LayerError(f"mip {mip} of {urls.display(self.url)} holds chunk files compressed as {ending} (e.g. {name}), "
+                                 f"which Pumice cannot read; rewrite the layer with CloudVolume's compress='gzip' or 'br'")
+        return tuple(sorted(found)) or PLAIN
+
+    def _sample_chunks(self, mip: int) -> list[Bbox]:
+        """The first chunks in grid order plus a lattice over the whole grid: a sparse layer's first
+        chunks may all be missing."""
+        scale = self.info.scale(mip)
+        grid = [-(-s // c) for s, c in zip(scale.size, scale.chunk_size)]
+        first = itertools.islice(self.chunk_boxes(scale.bounds, mip), PROBE_FIRST)
+        steps = [sorted({round(i * (g - 1) / (PROBE_LATTICE - 1)) for i in range(PROBE_LATTICE)}) for g in grid]
+        spread = (Bbox.from_shape(np.add(scale.voxel_offset, np.multiply(p, scale.chunk_size)), scale.chunk_size)
+                  .intersection(scale.bounds) for p in itertools.product(*steps))
+        return list(dict.fromkeys([*first, *spread]))
+
+    def _find_chunk_files(self, chunks: Sequence[Bbox], mip: int, *, whole: bool) -> list[tuple[str, bytes] | None]:
+        """Each chunk's file in an unsharded scale as (suffix, stored bytes), None where none exists.
+
+        The plain name is tried first and wins: TensorStore reads only that one, and Pumice writes
+        plain names and removes compressed siblings. Compressed names are tried for the chunks left,
+        in any scale, so a strict read (``require_chunks``) never misses chunks the probe's sample
+        did not see. ``whole=False`` fetches no bytes: existence only.
+        """
+        store = self.kv._store
+        keys = [self.chunk_key(c, mip) for c in chunks]
+        byte_range = None if whole else slice(0, 0)
+        futures = [store.read(k, byte_range=byte_range) for k in keys]
+        found: list[tuple[str, bytes] | None] = [("", r.value) if (r := f.result()).state == "value" else None for f in futures]
+        absent = [i for i, f in enumerate(found) if f is None]
+        compressed = [(i, s, store.read(keys[i] + s, byte_range=byte_range)) for i in absent for s in COMPRESSED_SUFFIXES]
+        for i, suffix, future in compressed:
+            if (r := future.result()).state == "value" and found[i] is None:
+                found[i] = (suffix, r.value)
+        seen = {f[0] for f in found if f is not None and f[0]}
+        if seen:  # the probe's sample may have missed them: reads from now on decode them
+            key = (self.url, self.info.scale(mip).key)
+            _CHUNK_SUFFIXES[key] = tuple(sorted(set(_CHUNK_SUFFIXES.get(key, PLAIN)) | seen))
+        return found
+
+    def read_chunk_files(self, chunks: Sequence[Bbox], mip: int = 0) -> list[bytes | None]:
+        """The encoded chunks of an unsharded scale, as TensorStore reads plain chunk files
+        (CloudVolume's .gz/.br undone); None for chunks never written."""
+        return [None if f is None else _decompress(*f) for f in self._find_chunk_files(chunks, mip, whole=True)]
+
+    def write_chunk_files(self, chunks: Sequence[Bbox], files: Sequence[bytes], mip: int = 0) -> None:
+        """Store encoded chunks (e.g. copied from another layer) in an unsharded scale, under plain names."""
+        stale = self._compressed_siblings(chunks, mip)
+        store = self.kv._store
+        for write in [store.write(self.chunk_key(c, mip), f) for c, f in zip(chunks, files)]:
+            write.result()
+        self.kv.delete_many(stale)
+
+    def _compressed_siblings(self, chunks: Sequence[Bbox], mip: int) -> list[str]:
+        """The .gz/.br names of chunks about to be written under plain names, in a scale that may
+        hold such files; they go once the plain ones are written, since CloudVolume reads whichever
+        name it found last and would read a stale one again. Ask before writing, so that the probe
+        sees the scale as it was."""
+        if self.chunk_suffixes(mip) == PLAIN:
+            return []
+        return [self.chunk_key(c, mip) + s for c in chunks for s in COMPRESSED_SUFFIXES]
+
+    def _read_compressed(self, bbox: Bbox, mip: int) -> np.ndarray:
+        """Read a scale TensorStore cannot open by name: fetch each chunk's file, undo its .gz/.br,
+        and let TensorStore decode it from a private memory store, READ_WINDOW bytes at a time."""
+        scale = self.info.scale(mip)
         scratch = ts.Context()
         memory = ts.KvStore.open({"driver": "memory"}, context=scratch).result()
         one = LayerInfo(self.info.type, self.info.data_type, self.info.num_channels, (scale,))
-        writes = [memory.write("info", json.dumps(one.to_json()))]
-        for key, p, g, b in zip(keys, plain, gz, br):
-            if (r := p.result()).state == "value":
-                writes.append(memory.write(key, r.value))
-            elif (r := g.result()).state == "value":
-                writes.append(memory.write(key, gzip.decompress(r.value)))
-            elif (r := b.result()).state == "value":
-                import brotli
+        memory.write("info", json.dumps(one.to_json())).result()
+        decoder = ts.open({"driver": "neuroglancer_precomputed", "kvstore": {"driver": "memory"}}, context=scratch).result()
+        out = np.empty((*bbox.shape, self.info.num_channels), dtype=self.info.dtype, order="F")
+        voxel_bytes = self.info.dtype.itemsize * self.info.num_channels
 
-                writes.append(memory.write(key, brotli.decompress(r.value)))
-        for w in writes:
-            w.result()
-        decoded = ts.open({"driver": "neuroglancer_precomputed", "kvstore": {"driver": "memory"}}, context=scratch).result()
-        view = _view(decoded, bbox)
-        return view.read(order="F").result()
+        def decode(window: list[Bbox]) -> None:
+            keys = [self.chunk_key(c, mip) for c in window]
+            writes = [memory.write(k, f) for k, f in zip(keys, self.read_chunk_files(window, mip)) if f is not None]
+            for write in writes:
+                write.result()
+            reads = [(piece, _view(decoder, piece).read(order="F")) for piece in (c.intersection(bbox) for c in window)]
+            for piece, future in reads:  # a chunk never written reads as the fill value, zero
+                out[piece.slices(bbox.minpt)] = future.result()
+            for k in keys:
+                memory.delete_range(ts.KvStore.KeyRange(k, k + "\0")).result()
+
+        window: list[Bbox] = []
+        pending = 0
+        for chunk in self.chunk_boxes(bbox, mip):
+            window.append(chunk)
+            pending += chunk.size * voxel_bytes
+            if pending >= READ_WINDOW:
+                decode(window)
+                window, pending = [], 0
+        if window:
+            decode(window)
+        return out
 
     def chunk_boxes(self, bbox: Bbox, mip: int = 0):
         """The chunks (clipped to the volume) that ``bbox`` touches."""
@@ -258,19 +360,18 @@ class Layer:
         digits = max(1, -(-sharding["shard_bits"] // 4))
         return f"{self.info.scale(mip).key}/{shard:0{digits}x}.shard"
 
-    def missing_chunks(self, bbox: Bbox, mip: int = 0, suffix: str = "") -> list[Bbox]:
+    def missing_chunks(self, bbox: Bbox, mip: int = 0) -> list[Bbox]:
         """Chunks of ``bbox`` that were never written (reads of zero bytes, all in flight at once)."""
         chunks = list(self.chunk_boxes(bbox, mip))
         if self.info.scale(mip).sharding is None:
-            store, keys = self.kv._store, [self.chunk_key(c, mip) + suffix for c in chunks]
-        else:
-            store, keys = self._shard_kvstore(mip), [self._chunk_id(c, mip) for c in chunks]
-        futures = [store.read(k, byte_range=slice(0, 0)) for k in keys]
+            return [c for c, f in zip(chunks, self._find_chunk_files(chunks, mip, whole=False)) if f is None]
+        store = self._shard_kvstore(mip)
+        futures = [store.read(self._chunk_id(c, mip), byte_range=slice(0, 0)) for c in chunks]
         return [c for c, f in zip(chunks, futures) if f.result().state != "value"]
 
-    def require_chunks(self, bbox: Bbox, mip: int = 0, suffix: str = "") -> None:
+    def require_chunks(self, bbox: Bbox, mip: int = 0) -> None:
         """Raise if any chunk of ``bbox`` was never written (unless the user passes --fill-missing)."""
-        missing = self.missing_chunks(bbox, mip, suffix)
+        missing = self.missing_chunks(bbox, mip)
         if missing:
             raise LayerError(f"mip {mip} of {urls.display(self.url)} has no chunk at {missing[0]} ({len(missing)} missing "
                              f"in this block); pass --fill-missing to read missing chunks as zeros")
@@ -296,13 +397,14 @@ class Layer:
                 raise LayerError("--delete-background with a non-zero --background-color needs an unsharded scale")
             self._write_shards(bbox, data, mip, keep_zero_chunks=skip_value is None)
             return
+        chunks = list(grid_blocks(bbox, self.chunk_size(mip), self.info.scale(mip).voxel_offset))
+        stale = self._compressed_siblings(chunks, mip)
         view = _view(self.store(mip), bbox)
         view.write(data).result()
         if skip_value is not None:
-            empty = [self.chunk_key(c, mip) for c in grid_blocks(bbox, self.chunk_size(mip), self.info.scale(mip).voxel_offset)
-                     if not (data[c.slices(bbox.minpt)] != skip_value).any()]
-            for key in empty:
-                self.kv.delete(key)
+            empty = [self.chunk_key(c, mip) for c in chunks if not (data[c.slices(bbox.minpt)] != skip_value).any()]
+            self.kv.delete_many(empty)
+        self.kv.delete_many(stale)
 
     def _write_shards(self, bbox: Bbox, data: np.ndarray, mip: int, keep_zero_chunks: bool) -> None:
         """Write the whole shards of ``bbox``.
@@ -337,6 +439,20 @@ class Layer:
             shards.with_transaction(txn).write(self._chunk_id(chunk, mip),
                                                isal_zlib.compress(encoded, GZIP_LEVEL, wbits=31) if gzip_data else encoded)
         txn.commit_async().result()
+
+
+def _decompress(suffix: str, data: bytes) -> bytes:
+    """A chunk file's bytes as stored under its plain name."""
+    if suffix == ".gz":
+        from isal import igzip
+
+        return igzip.decompress(data)
+    if suffix == ".br":
+        import brotli
+
+        return brotli.decompress(data)
+    return data
+
 
 def _view(store: ts.TensorStore, bbox: Bbox) -> ts.TensorStore:
     return store[bbox.minpt[0] : bbox.maxpt[0], bbox.minpt[1] : bbox.maxpt[1], bbox.minpt[2] : bbox.maxpt[2]]
