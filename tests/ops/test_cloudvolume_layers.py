@@ -234,8 +234,6 @@ def test_info_names_the_chunk_files(tmp_path, cli, layers, compress):
     assert "chunk files" not in out  # plain names: nothing to say
 
 
-@pytest.mark.xfail(reason="CloudVolume's provenance ('method' is a string) crashes the text view: issue 14's "
-                          "provenance defect, fixed on another branch", strict=False)
 def test_info_describes_a_cloudvolume_layer(cli, layers, compress):
     old, _ = layers["segmentation"]
     code, out, err = cli("info", old)
