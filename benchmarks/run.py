@@ -127,12 +127,13 @@ def _em_tiles(shape_zyx: tuple[int, int, int], labels: bool) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _source_layer(work: Path, name: str, shape_zyx, labels: bool, chunk: str, resolution: str) -> tuple[Path, int]:
+def _source_layer(work: Path, name: str, shape_zyx, labels: bool, chunk: str, resolution: str,
+                  offset: str = "0,0,0") -> tuple[Path, int]:
     layer = work / name
     if not (layer / "info").exists():
         np.save(work / f"{name}.npy", _em_tiles(shape_zyx, labels))
         _pumice("ingest", str(work / f"{name}.npy"), str(layer), "--resolution", resolution, "--chunk-size", chunk,
-                "--no-progress")
+                "--offset", offset, "--no-progress")
         (work / f"{name}.npy").unlink()
     return layer, int(np.prod(shape_zyx))
 
@@ -155,6 +156,11 @@ def _bound(source: Path, factor: tuple, mips: int, chunk: list[int] | None, out:
     data = src.read(order="F").result()
     info = json.loads((source / "info").read_text())
     scale = info["scales"][0]
+    offset = np.array(scale["voxel_offset"])
+    if mips and offset.any():  # the global grid: pad to the top mip's grid first
+        top = np.array(factor) ** mips
+        lo, hi = offset // top * top, -(-(offset + data.shape[:3]) // top) * top
+        data = np.pad(data, [(a, b) for a, b in zip(offset - lo, hi - offset - data.shape[:3])] + [(0, 0)])
     if mips:
         kind = tinybrain.downsample_segmentation if info["type"] == "segmentation" else tinybrain.downsample_with_averaging
         levels = kind(data, factor, num_mips=mips)
@@ -221,6 +227,32 @@ def bench_transfer_image(work: Path) -> dict:
     rows = _pyramid_runs(source, voxels, work, ["transfer", "--chunk-size", "64,64,64"], ["4_4_40"])
     return {"work": "the 1024 x 1024 x 256 uint8 image rechunked to 64^3", "voxels": voxels,
             "bound_seconds": bound, "igneous": IGNEOUS["transfer_image"], "runs": rows}
+
+
+def bench_downsample_offset(work: Path) -> dict:
+    """The price of the global grid: the same image at offset 0 and at 3,7,11 (every mip's chunk grid
+    shifted against mip 0's, so each task reads a slab of its neighbour and recomputes its cut groups)."""
+    rows = {}
+    for name, offset in (("image_1024", "0,0,0"), ("image_1024_offset", "3,7,11")):
+        source, voxels = _source_layer(work, name, (256, 1024, 1024), False, "128,128,32", "4,4,40", offset)
+        bound = min(_bound(source, (2, 2, 1), 3, None, work / "bound") for _ in range(REPEATS))
+        runs = _pyramid_runs(source, voxels, work, ["downsample", "--num-mips", "3", "--factor", "2,2,1"],
+                             ["8_8_40", "16_16_40", "32_32_40"])
+        rows[offset] = {"bound_seconds": bound, "runs": runs}
+    return {"work": "1024 x 1024 x 256 uint8 raw, chunk 128,128,32 -> 3 mips 2,2,1, at offset 0 and at 3,7,11",
+            "voxels": voxels, "offsets": rows}
+
+
+def show_offset(r: dict) -> None:
+    v = r["voxels"] / 1e6
+    print(r["work"])
+    base = {run["sharded"]: run for run in r["offsets"]["0,0,0"]["runs"]}
+    for offset, row in r["offsets"].items():
+        print(f"  offset {offset}: bound (TensorStore + tinybrain on the array padded to the grid) {row['bound_seconds']:.2f} s")
+        for run in row["runs"]:
+            print(f"    pumice, 2 workers, {'sharded gzip' if run['sharded'] else 'unsharded   '}: {run['seconds']:.2f} s wall "
+                  f"({v / run['seconds']:.0f} MVx/s), {run['seconds'] / base[run['sharded']]['seconds']:.2f}x offset 0, "
+                  f"peak RSS {run['peak_rss_mib']:.0f} MiB, output {run['output_bytes'] / 2**20:.1f} MiB")
 
 
 def show_pyramid(r: dict) -> None:
@@ -614,6 +646,7 @@ BENCHMARKS = {
     "ingest": (bench_ingest, show_ingest),
     "downsample_image": (bench_downsample_image, show_pyramid),
     "downsample_segmentation": (bench_downsample_segmentation, show_pyramid),
+    "downsample_offset": (bench_downsample_offset, show_offset),
     "transfer_image": (bench_transfer_image, show_pyramid),
     "mesh": (bench_mesh, show_mesh),
     "skeleton": (bench_skeleton, show_skeleton),
