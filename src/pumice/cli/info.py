@@ -32,7 +32,7 @@ def describe(path: str) -> dict[str, Any]:
         scales.append({
             "mip": mip, "key": s.key, "size": list(s.size), "resolution": list(s.resolution),
             "voxel_offset": list(s.voxel_offset), "chunk_size": list(s.chunk_size), "encoding": s.encoding,
-            "sharded": s.sharding is not None, "chunk_files": list(layer.chunk_suffixes(mip)),
+            "sharded": s.sharding is not None, "chunk_files": list(layer.seen_chunk_suffixes(mip)),
             "bounds_voxels": s.bounds.to_list(), "bounds_nm": [*lo_nm, *hi_nm],
         })
     return {
@@ -108,8 +108,8 @@ def _describe_dir(details: dict[str, Any] | None) -> str:
 
 
 def _describe_chunk_files(suffixes: list[str]) -> str:
-    """Nothing for plain chunk names (the usual case); otherwise the endings found."""
-    if suffixes == [""]:
+    """Nothing for plain chunk names (the usual case) or none found; otherwise the endings found."""
+    if all(s == "" for s in suffixes):
         return ""
     return "  chunk files " + " or ".join(s or "plain" for s in suffixes)
 
@@ -124,7 +124,7 @@ def render(d: dict[str, Any]) -> str:
         b, n = s["bounds_voxels"], s["bounds_nm"]
         lines.append(f"      bounds {format_vec(b[:3])} - {format_vec(b[3:])} voxels = "
                      f"{format_vec(n[:3])} - {format_vec(n[3:])} nm")
-    if any(s["chunk_files"] != [""] for s in d["scales"]):
+    if any(any(s["chunk_files"]) for s in d["scales"]):
         lines.append(f"  .gz/.br chunk files (CloudVolume's compression): Pumice reads them, TensorStore does not; "
                      f"`pumice transfer {d['url']} NEW` makes a copy with plain names")
     lines.append(f"  meshes: {_describe_dir(d['mesh_details'])}   skeletons: {_describe_dir(d['skeleton_details'])}")

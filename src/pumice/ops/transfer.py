@@ -131,7 +131,7 @@ def plan(
     info, block = plan_new_layer(info, factors, sharded=sharded, budget=memory, bytes_per_voxel=bytes_per_voxel)
     base = info.scales[0]
 
-    compressed = [s for s in source.chunk_suffixes(mip) if s]
+    compressed = [s for s in source.seen_chunk_suffixes(mip) if s]
     if compressed:
         notes.append(f"reading CloudVolume-compressed chunk files ({', '.join(compressed)}); the new layer holds them "
                      f"decompressed, under plain names")

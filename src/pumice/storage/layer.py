@@ -202,33 +202,39 @@ class Layer:
     def chunk_suffixes(self, mip: int = 0) -> tuple[str, ...]:
         """The endings this scale's chunk files may carry: ``("",)`` when all are plain, as
         TensorStore (and Neuroglancer over plain HTTP) reads them; ``".gz"``/``".br"`` where
-        CloudVolume's file backend stored compressed chunks, which only Pumice's own reads decode.
-
-        Probed once per process per layer and scale (tasks reopen layers constantly), from a
-        sample of chunk names spread over the grid; when no sampled chunk exists the scale is
-        empty or sparse and its listing decides. Sharded scales are always plain.
+        CloudVolume's file backend stored compressed chunks, which only Pumice's own reads decode;
+        all three when no chunk file was seen (an empty or very sparse scale). Sharded scales are
+        always plain.
         """
-        scale = self.info.scale(mip)
-        if scale.sharding is not None:
+        return self.seen_chunk_suffixes(mip) or CHUNK_FILE_SUFFIXES
+
+    def seen_chunk_suffixes(self, mip: int = 0) -> tuple[str, ...]:
+        """The endings of the chunk files a probe found, once per process per layer and scale (tasks
+        reopen layers constantly); empty if it found none. Sharded scales are plain."""
+        if self.info.scale(mip).sharding is not None:
             return PLAIN
-        key = (self.url, scale.key)
+        key = (self.url, self.info.scale(mip).key)
         if key not in _CHUNK_SUFFIXES:
             _CHUNK_SUFFIXES[key] = self._probe_suffixes(mip)
         return _CHUNK_SUFFIXES[key]
 
     def _probe_suffixes(self, mip: int) -> tuple[str, ...]:
+        """Look for a sample of chunk names spread over the grid under every ending; if none
+        exists (a sparse or empty scale), list the chunk names of a few x planes of the grid. Never
+        the whole scale: its listing grows with the volume, and a task's memory must not."""
         scale = self.info.scale(mip)
         store = self.kv._store
-        keys = [self.chunk_key(c, mip) for c in self._sample_chunks(mip)]
-        futures = [(s, store.read(k + s, byte_range=slice(0, 0))) for k in keys for s in CHUNK_FILE_SUFFIXES]
+        sample = self._sample_chunks(mip)
+        futures = [(s, store.read(self.chunk_key(c, mip) + s, byte_range=slice(0, 0)))
+                   for c in sample for s in CHUNK_FILE_SUFFIXES]
         found = {s for s, f in futures if f.result().state == "value"}
         if found:
             return tuple(sorted(found))
-        # No sampled chunk exists, so the scale is empty or sparse: its listing is short, and exact.
+        planes = sorted({f"{scale.key}/{c.minpt[0]}-{c.maxpt[0]}_" for c in sample})
         try:
-            names = self.kv.list(scale.key + "/")
-        except (NotImplementedError, ValueError):  # e.g. http: no listing, so every name stays possible
-            return CHUNK_FILE_SUFFIXES
+            names = [n for plane in planes[:PROBE_LATTICE] for n in self.kv.list(plane)]
+        except (NotImplementedError, ValueError, PumiceError):  # e.g. http: no listing
+            return ()
         for name in names:
             ending = name[name.rfind("."):] if "." in name.rsplit("/", 1)[-1] else ""
             if ending in CHUNK_FILE_SUFFIXES:
@@ -236,7 +242,7 @@ class Layer:
             elif ending in UNREADABLE_SUFFIXES:
                 raise LayerError(f"mip {mip} of {urls.display(self.url)} holds chunk files compressed as {ending} (e.g. {name}), "
                                  f"which Pumice cannot read; rewrite the layer with CloudVolume's compress='gzip' or 'br'")
-        return tuple(sorted(found)) or PLAIN
+        return tuple(sorted(found))
 
     def _sample_chunks(self, mip: int) -> list[Bbox]:
         """The first chunks in grid order plus a lattice over the whole grid: a sparse layer's first
@@ -267,10 +273,10 @@ class Layer:
         for i, suffix, future in compressed:
             if (r := future.result()).state == "value" and found[i] is None:
                 found[i] = (suffix, r.value)
-        seen = {f[0] for f in found if f is not None and f[0]}
-        if seen:  # the probe's sample may have missed them: reads from now on decode them
-            key = (self.url, self.info.scale(mip).key)
-            _CHUNK_SUFFIXES[key] = tuple(sorted(set(_CHUNK_SUFFIXES.get(key, PLAIN)) | seen))
+        seen = {f[0] for f in found if f is not None}
+        known = self.seen_chunk_suffixes(mip)
+        if not seen <= set(known):  # the probe's sample missed them: reads and writes from now on know
+            _CHUNK_SUFFIXES[(self.url, self.info.scale(mip).key)] = tuple(sorted(set(known) | seen))
         return found
 
     def read_chunk_files(self, chunks: Sequence[Bbox], mip: int = 0) -> list[bytes | None]:
@@ -285,14 +291,21 @@ class Layer:
         for write in [store.write(self.chunk_key(c, mip), f) for c, f in zip(chunks, files)]:
             write.result()
         self.kv.delete_many(stale)
+        self._wrote_plain_chunks(mip)
+
+    def _wrote_plain_chunks(self, mip: int) -> None:
+        """A scale in which no chunk file was seen holds plain ones now: read it directly."""
+        key = (self.url, self.info.scale(mip).key)
+        if not _CHUNK_SUFFIXES.get(key):
+            _CHUNK_SUFFIXES[key] = PLAIN
 
     def _compressed_siblings(self, chunks: Sequence[Bbox], mip: int) -> list[str]:
         """The .gz/.br names of chunks about to be written under plain names, in a scale that may
         hold such files; they go once the plain ones are written, since CloudVolume reads whichever
         name it found last and would read a stale one again. Ask before writing, so that the probe
         sees the scale as it was."""
-        if self.chunk_suffixes(mip) == PLAIN:
-            return []
+        if not any(s in COMPRESSED_SUFFIXES for s in self.seen_chunk_suffixes(mip)):
+            return []  # e.g. a new scale: no deletes beside every write
         return [self.chunk_key(c, mip) + s for c in chunks for s in COMPRESSED_SUFFIXES]
 
     def _read_compressed(self, bbox: Bbox, mip: int) -> np.ndarray:
@@ -405,6 +418,7 @@ class Layer:
             empty = [self.chunk_key(c, mip) for c in chunks if not (data[c.slices(bbox.minpt)] != skip_value).any()]
             self.kv.delete_many(empty)
         self.kv.delete_many(stale)
+        self._wrote_plain_chunks(mip)
 
     def _write_shards(self, bbox: Bbox, data: np.ndarray, mip: int, keep_zero_chunks: bool) -> None:
         """Write the whole shards of ``bbox``.
