@@ -3,6 +3,10 @@ with 2 workers, through fq:// with 2 `pumice worker` processes, and through SQS 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +98,40 @@ def _local(cli, tmp_path_factory, baselines, files_of, operation):
         baselines[operation] = files_of(out)
         assert baselines[operation], "the local run wrote nothing to compare"
     return baselines[operation]
+
+
+# Digests of every operation's local output, recorded before the operation framework (issue 15)
+# was refactored, so that refactoring provably changes no byte. They depend on the libraries that
+# encode the data: with other versions installed the check is skipped, not failed.
+# Record again with PUMICE_RECORD_DIGESTS=1 (only when a change is meant to change bytes).
+DIGESTS = Path(__file__).with_name("runner_digests.json")
+ENCODERS = ("tensorstore", "numpy", "tinybrain", "zmesh", "DracoPy", "kimimaro", "osteoid", "fastremap",
+            "connected-components-3d", "isal", "opencv-python-headless")
+
+
+def _versions() -> dict[str, str]:
+    return {name: metadata.version(name) for name in ENCODERS}
+
+
+def _digest(files: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_local_output_matches_recorded_digest(operation, cli, tmp_path_factory, baselines, files_of):
+    digest = _digest(_local(cli, tmp_path_factory, baselines, files_of, operation))
+    recorded = json.loads(DIGESTS.read_text()) if DIGESTS.exists() else {"versions": _versions(), "digests": {}}
+    if os.environ.get("PUMICE_RECORD_DIGESTS"):
+        recorded["versions"] = _versions()
+        recorded["digests"][operation] = digest
+        DIGESTS.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+        return
+    if recorded["versions"] != _versions():
+        pytest.skip(f"digests were recorded with {recorded['versions']}, not these libraries")
+    assert digest == recorded["digests"][operation], f"{operation} now writes other bytes than it did"
 
 
 @pytest.mark.parametrize("operation", OPERATIONS)
