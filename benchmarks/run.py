@@ -612,7 +612,7 @@ def bench_contrast(work: Path) -> dict:
         "what": "CLAHE, tiles 128, clip limit 2; bound: OpenCV on each whole section",
         "bound_compute": _timed(lambda: equalize(data)), "bound_io": _timed(lambda: write_all(equalize(read_all()))),
         "pumice": _best_run(["contrast", "clahe", str(layer), str(work / "clahe")], work / "clahe")}
-    del data
+    data = None  # the array is not needed by the benchmarks that follow
 
     floats = _float_layer(work)
     fsource = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{floats}/"}).result()
@@ -628,7 +628,7 @@ def bench_contrast(work: Path) -> dict:
 
 def show_contrast(r: dict) -> None:
     v = r["voxels"] / 1e6
-    print(f"image processing on 1024 x 1024 x 256 (chunk 128,128,32, raw), pumice with 2 workers")
+    print("image processing on 1024 x 1024 x 256 (chunk 128,128,32, raw), pumice with 2 workers")
     for name, row in r["rows"].items():
         p = row["pumice"]
         print(f"  {name}: {row['what']}")

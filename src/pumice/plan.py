@@ -17,7 +17,10 @@ import importlib
 import inspect
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Sequence
+
+if TYPE_CHECKING:
+    from .geometry import Bbox
 
 _REGISTRY: dict[str, type["Task"]] = {}
 
@@ -68,7 +71,11 @@ def task_from_json(data: dict[str, Any]) -> Task:
 
 @dataclass
 class Stage:
-    """Tasks that may run in any order and in parallel; the next stage starts after the last."""
+    """Tasks that may run in any order and in parallel; the next stage starts after the last.
+
+    Build one with ``Stage.grid`` or ``Stage.each``: they derive the count from the same arguments
+    as the tasks, so the two cannot disagree (queues trust the count to know a stage is over).
+    """
 
     name: str
     make_tasks: Callable[[], Iterable[Task]]  # lazy: a plan of millions is never held at once
@@ -77,13 +84,38 @@ class Stage:
     def tasks(self) -> Iterator[Task]:
         return iter(self.make_tasks())
 
+    @classmethod
+    def grid(cls, name: str, region: "Bbox", block: Sequence[int], task: Callable[["Bbox"], Task],
+             origin: Sequence[int] | None = None) -> "Stage":
+        """One task per box of a grid of ``block`` anchored at ``origin`` (default: the region's first
+        voxel), clipped to ``region``."""
+        from .geometry import count_grid_blocks, grid_blocks
+
+        origin = tuple(region.minpt if origin is None else origin)
+        block = tuple(block)
+        return cls(name, lambda: (task(box) for box in grid_blocks(region, block, origin)),
+                   count_grid_blocks(region, block, origin))
+
+    @classmethod
+    def each(cls, name: str, items: Sequence[Any], task: Callable[[Any], Task]) -> "Stage":
+        """One task per item of a sized collection that can be iterated again (a list, a range)."""
+        return cls(name, lambda: (task(item) for item in items), len(items))
+
 
 @dataclass
 class Plan:
+    """What a planner hands a runner.
+
+    ``params`` make the job (its id hashes them): the ``@planner`` decorator puts every argument of
+    the planner there, and the planner adds what it derived (normalized URLs, the info, the block).
+    The runner writes ``params`` into the destination's provenance after ``finish`` (when
+    ``provenance`` names the entry), and removes a ``fresh_destination`` whose input turned out bad.
+    """
+
     operation: str
     destination: str  # a layer URL: the ledger and provenance live there
     params: dict[str, Any]  # what makes two runs the same job
-    stages: list[Stage]
+    stages: list[Stage] = field(default_factory=list)
     finish: Callable[[], list[str] | None] | None = None  # after the last stage; may return notes for the user
     description: dict[str, Any] = field(default_factory=dict)  # shown by --dry-run and the summary
     resumable: bool = True  # False: no ledger (idempotent work that may remove the ledger's own home)
@@ -93,6 +125,9 @@ class Plan:
     # How to build this plan again in another process (a queue worker hands over between stages and
     # runs ``finish`` there): set by the ``@planner`` decorator.
     recipe: dict[str, Any] | None = None
+    fresh_destination: bool = False  # nothing was there before: a run that finds its input bad removes it
+    provenance: str | None = None  # the name of the destination's provenance entry; None: no entry
+    sources: list[str] = field(default_factory=list)  # layers or files the provenance lists as sources
 
     @property
     def job_id(self) -> str:
@@ -106,7 +141,9 @@ class Plan:
 
 # -- recipes: a plan rebuilt from JSON, in any process ----------------------------------------------
 def planner(fn: Callable[..., tuple[Plan, list[str]]]) -> Callable[..., tuple[Plan, list[str]]]:
-    """Decorate an operation's planner so each Plan it returns carries its recipe.
+    """Decorate an operation's planner: each Plan it returns carries its recipe and, in its params,
+    every argument the planner was given or defaulted (but ``NOT_PARAMS``); what the planner put in
+    params (normalized URLs, derived values) wins.
 
     A planner validates input and prepares the destination (idempotently: a rerun of the same
     command must resume), so calling it again with the same arguments rebuilds the same plan.
@@ -117,12 +154,33 @@ def planner(fn: Callable[..., tuple[Plan, list[str]]]) -> Callable[..., tuple[Pl
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> tuple[Plan, list[str]]:
         plan, notes = fn(*args, **kwargs)
-        arguments = dict(signature.bind(*args, **kwargs).arguments)
+        bound = signature.bind(*args, **kwargs)
+        arguments = dict(bound.arguments)
         arguments.pop("dry_run", None)
         plan.recipe = {"planner": where, "args": json.loads(json.dumps(arguments, default=_encode))}
+        bound.apply_defaults()
+        given = {k: v for k, v in bound.arguments.items() if k not in NOT_PARAMS}
+        plan.params = {**_canonical(json.loads(json.dumps(given, default=_encode))), **plan.params}
         return plan, notes
 
     return wrapper
+
+
+# dry_run changes nothing; memory acts through the block, which planners record. The destination
+# (``dest``, or ``path`` for operations in place) is where the job lives, not what it is: a layer
+# moved with its ledger still resumes, and the same work at two places writes the same bytes.
+NOT_PARAMS = ("dry_run", "memory", "dest", "path")
+
+
+def _canonical(value: Any) -> Any:
+    """One job for equal settings however they were written: 1000.0 and 1000 are the same number."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value
 
 
 def plan_from_recipe(recipe: dict[str, Any]) -> Plan:

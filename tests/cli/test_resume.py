@@ -4,10 +4,7 @@ task, and gives bytes identical to an uninterrupted run."""
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 

@@ -1,7 +1,6 @@
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import numpy as np

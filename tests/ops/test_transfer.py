@@ -1,6 +1,5 @@
 """Transfer: equal data after every change it makes, read back with CloudVolume and TensorStore."""
 
-import gzip
 import json
 
 import numpy as np

@@ -1,7 +1,6 @@
 """Remote stores for real: S3 through moto's standalone server on 127.0.0.1, and read-only http."""
 
 import numpy as np
-import pytest
 import tensorstore as ts
 
 from pumice.serve.files import LayerFileServer

@@ -122,7 +122,7 @@ def execute(plan: Plan, notes: list[str], args: argparse.Namespace) -> local.Run
         else:
             report = local.run(plan, workers=args.workers, progress=progress, restart=args.restart)
     except PumiceError as e:
-        if e.exit_code == 2 and plan.description.get("fresh_destination"):
+        if e.exit_code == 2 and plan.fresh_destination:
             discard(plan.destination)
             raise type(e)(f"{e} (nothing was kept at {urls.display(plan.destination)})") from None
         raise
@@ -141,8 +141,6 @@ def print_plan(plan: Plan) -> None:
     d = plan.description
     print(f"plan: {plan.operation} (job {plan.job_id})")
     for key, value in d.items():
-        if key in ("fresh_destination",):
-            continue
         if isinstance(value, list):
             print(f"  {key.replace('_', ' ')}:")
             for item in value:

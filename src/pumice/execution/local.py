@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..errors import PumiceError, RunFailed
 from ..plan import Plan, Stage, Task, task_from_json
+from ..storage import provenance
 from .ledger import Ledger, failure_record
 
 MAX_ATTEMPTS = 3  # for errors that are not the user's (I/O hiccups, a storage service refusing)
@@ -166,13 +167,22 @@ def run_on(plan: Plan, executor: Executor | None, workers: int, *, progress: boo
         if ledger is not None:
             ledger.end("failed")
         raise
-    if plan.finish is not None:
-        report.notes = list(plan.finish() or [])
+    report.notes = finish_plan(plan)
     if ledger is not None:
         ledger.end("complete")
     report.seconds = time.perf_counter() - started
     report.peak_rss_bytes = max(report.peak_rss_bytes, peak_rss_bytes())
     return report
+
+
+def finish_plan(plan: Plan) -> list[str]:
+    """After the last stage, on every runner: the plan's own finish step, then its provenance entry
+    with every parameter (but the info, which is the layer's own file). Returns notes for the user."""
+    notes = list(plan.finish() or []) if plan.finish is not None else []
+    if plan.provenance:
+        params = {k: v for k, v in plan.params.items() if k != "info"} | ({"sources": plan.sources} if plan.sources else {})
+        notes += provenance.record(plan.destination, plan.provenance, params, plan.job_id, sources=plan.sources)
+    return notes
 
 
 class _Workers:

@@ -132,7 +132,7 @@ def _insert(queue: Queue, messages: Iterable[dict[str, Any]]) -> int:
 
 
 def _finish(plan: Plan, ledger: Ledger, queue: Queue) -> None:
-    notes = list(plan.finish() or []) if plan.finish is not None else []
+    notes = local.finish_plan(plan)
     if plan.resumable:  # otherwise finish may have removed the ledger's home
         ledger.update(status="complete", notes=notes, finished=_now())
     queue.set_pointer({"job": plan.job_id, "destination": plan.destination, "status": "complete", "notes": notes})

@@ -23,9 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import LayerError, PumiceError
-from ..geometry import Bbox, count_grid_blocks, format_bytes, format_vec, grid_blocks
+from ..geometry import Bbox, format_bytes, format_vec, grid_blocks
 from ..plan import LEDGER_DIR, Plan, Stage, Task, planner, register
-from ..storage import provenance, urls
+from ..storage import urls
 from ..storage.info import LayerInfo, Scale, check_encoding
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
@@ -230,9 +230,8 @@ def plan_levels(path: str, *, mip: int = 0, coverage: float = 0.01, fill_missing
     block = (bounds.shape[0], bounds.shape[1], depth)
     coverage = float(coverage)
 
-    def tasks():
-        for box in grid_blocks(bounds, block, scale.voxel_offset):
-            yield LevelsTask(layer.url, mip, box.minpt[2], box.maxpt[2], coverage, fill_missing)
+    def task(box: Bbox) -> LevelsTask:
+        return LevelsTask(layer.url, mip, box.minpt[2], box.maxpt[2], coverage, fill_missing)
 
     params = {"mip": mip, "coverage": coverage, "sections": [bounds.minpt[2], bounds.maxpt[2]], "fill_missing": fill_missing}
     description = {
@@ -247,13 +246,12 @@ def plan_levels(path: str, *, mip: int = 0, coverage: float = 0.01, fill_missing
         sampled = int(totals["levels"].get("voxels", 0))
         return f"{sections} section histograms from {sampled:,} sampled voxels ({sampled / max(bounds.size, 1):.2%} of the volume)"
 
-    result = Plan("levels", layer.url, params,
-                  [Stage("levels", tasks, count_grid_blocks(bounds, block, scale.voxel_offset))],
-                  description=description, outcome=outcome)
+    result = Plan("levels", layer.url, params, [Stage.grid("levels", bounds, block, task, scale.voxel_offset)],
+                  description=description, outcome=outcome, provenance="contrast levels")
 
-    def finish() -> list[str]:
-        open_kv(layer.url).put_json(levels_record_key(mip), {**params, "data_type": layer.info.data_type, "job": result.job_id})
-        return provenance.record(layer.url, "contrast levels", params, result.job_id)
+    def finish() -> None:
+        record = {k: params[k] for k in ("mip", "coverage", "sections", "fill_missing")}
+        open_kv(layer.url).put_json(levels_record_key(mip), {**record, "data_type": layer.info.data_type, "job": result.job_id})
 
     result.finish = finish
     notes: list[str] = []
@@ -456,10 +454,9 @@ def plan_normalize(src: str, dest: str, *, mip: int = 0, clip_fraction: float = 
     frozen = tuple(tuple(f) for f in factors)
     clip_fraction = float(clip_fraction)
 
-    def tasks():
-        for box in grid_blocks(region, block, region.minpt):
-            yield NormalizeTask(source.url, mip, dest, tuple(box.to_list()), window, clip_fraction, count_zeros, frozen,
-                                fill_missing)
+    def task(box: Bbox) -> NormalizeTask:
+        return NormalizeTask(source.url, mip, dest, tuple(box.to_list()), window, clip_fraction, count_zeros, frozen,
+                             fill_missing)
 
     params = {"src": source.url, "mip": mip, "window": list(window), "clip_fraction": clip_fraction,
               "count_zeros": count_zeros, "levels": levels_record, "info": info.to_json(), "block": list(block),
@@ -472,13 +469,9 @@ def plan_normalize(src: str, dest: str, *, mip: int = 0, clip_fraction: float = 
         "block": format_vec(block),
         "memory_per_task": format_bytes(float(np.prod(block)) * bytes_per_voxel),
         "voxels": region.size,
-        "fresh_destination": fresh,
     }
-    result = Plan("normalize", dest, params,
-                  [Stage("normalize", tasks, count_grid_blocks(region, block, region.minpt))], description=description)
-    result.finish = lambda: provenance.record(dest, "contrast normalize", {k: v for k, v in params.items() if k != "info"},
-                                              result.job_id, sources=[urls.display(source.url)])
-    return result, notes
+    return Plan("normalize", dest, params, [Stage.grid("normalize", region, block, task)], description=description,
+                fresh_destination=fresh, provenance="contrast normalize", sources=[urls.display(source.url)]), notes
 
 
 # -- CLAHE -------------------------------------------------------------------------------------------------
@@ -532,9 +525,8 @@ def plan_clahe(src: str, dest: str, *, mip: int = 0, clip_limit: float = 2.0, ti
     first = next(grid_blocks(region, block, region.minpt))
     context, _ = clahe_context(first, region, tile_size)
 
-    def tasks():
-        for box in grid_blocks(region, block, region.minpt):
-            yield ClaheTask(source.url, mip, dest, tuple(box.to_list()), clip_limit, tile_size, frozen, fill_missing)
+    def task(box: Bbox) -> ClaheTask:
+        return ClaheTask(source.url, mip, dest, tuple(box.to_list()), clip_limit, tile_size, frozen, fill_missing)
 
     params = {"src": source.url, "mip": mip, "clip_limit": clip_limit, "tile_size": tile_size, "info": info.to_json(),
               "block": list(block), "fill_missing": fill_missing, **global_grid_record(info.scales[1:])}
@@ -548,15 +540,12 @@ def plan_clahe(src: str, dest: str, *, mip: int = 0, clip_limit: float = 2.0, ti
         "read_per_block": f"up to {format_vec(context.shape)} (the block and its context)",
         "memory_per_task": format_bytes(float(context.size) * itemsize * 2 + float(np.prod(block)) * bytes_per_voxel),
         "voxels": region.size,
-        "fresh_destination": fresh,
     }
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
         t = totals["clahe"]
         return f"read {t.get('voxels_read', 0) / max(t.get('voxels', 1), 1):.2f}x the volume (blocks and their context)"
 
-    result = Plan("clahe", dest, params, [Stage("clahe", tasks, count_grid_blocks(region, block, region.minpt))],
-                  description=description, outcome=outcome)
-    result.finish = lambda: provenance.record(dest, "contrast clahe", {k: v for k, v in params.items() if k != "info"},
-                                              result.job_id, sources=[urls.display(source.url)])
-    return result, notes
+    return Plan("clahe", dest, params, [Stage.grid("clahe", region, block, task)], description=description,
+                outcome=outcome, fresh_destination=fresh, provenance="contrast clahe",
+                sources=[urls.display(source.url)]), notes

@@ -9,12 +9,12 @@ afterwards: their record of finished work no longer describes what is stored.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import PumiceError
-from ..geometry import Bbox, count_grid_blocks, grid_blocks, vec
+from ..geometry import Bbox, grid_blocks, vec
 from ..plan import LEDGER_DIR, Plan, Stage, Task, planner, register
 from ..storage import urls
 from ..storage.info import write_unit
@@ -81,11 +81,10 @@ def plan(path: str, *, mip: int | None = None, num_mips: int | None = None, boun
 
     url = layer.url
 
-    def tasks_of(m, region, block):
-        return lambda: (DeleteTask(url, m, tuple(b.to_list())) for b in grid_blocks(region, block, info.scale(m).voxel_offset))
+    def stage(m: int, region: Bbox, block: Sequence[int]) -> Stage:
+        return Stage.grid(f"mip{m}", region, block, lambda b: DeleteTask(url, m, tuple(b.to_list())), info.scale(m).voxel_offset)
 
-    stages = [Stage(f"mip{m}", tasks_of(m, region, block), count_grid_blocks(region, block, info.scale(m).voxel_offset))
-              for m, region, block in work]
+    stages = [stage(m, region, block) for m, region, block in work]
 
     def finish() -> None:
         kv = layer.kv
@@ -104,8 +103,7 @@ def plan(path: str, *, mip: int | None = None, num_mips: int | None = None, boun
         f"mips {first}-{last - 1} (scales leave the info)" if whole_scales else f"data of mips {first}-{last - 1} inside {bounds}")
     description = {"layer": urls.display(url), "removes": what,
                    "regions": [f"mip {m}: {r}" for m, r, _ in work]}
-    return Plan("delete", url, {"mip": mip, "num_mips": num_mips, "bounds": bounds and bounds.to_list()}, stages,
-                finish=finish, description=description, resumable=False), notes
+    return Plan("delete", url, {}, stages, finish=finish, description=description, resumable=False), notes
 
 
 def _at_mip(bounds: Bbox, base, scale) -> Bbox:

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import LayerError, PumiceError
-from ..geometry import Bbox, count_grid_blocks, format_bytes, format_vec, grid_blocks
+from ..geometry import Bbox, format_bytes, format_vec
 from ..plan import Plan, Stage, Task, planner, register
-from ..storage import provenance, urls
+from ..storage import urls
 from ..storage.info import LayerInfo, check_encoding
 from ..storage.layer import Layer
 from .pyramid import global_grid_record, level_boxes, make_levels, plan_factors, plan_pyramid, read_box, resolve_method
@@ -108,7 +108,7 @@ def plan(
     url = layer.url
     if not factors:
         notes.append(f"mip {mip} already fits in about one chunk: no mips to add (ask for them with --num-mips)")
-        return Plan("downsample", url, {"mip": mip, "factors": []}, []), notes
+        return Plan("downsample", url, {"mip": mip, "factors": []}), notes
 
     bytes_per_voxel = info.num_channels * info.dtype.itemsize * 3 + 4  # the block, tinybrain's sums, the mips
     pyramid = plan_pyramid(info, mip, factors, chunk_size=chunk_size, encoding=encoding, sharded=sharded,
@@ -132,9 +132,8 @@ def plan(
                    background=background_color if delete_background else None)
     frozen_factors = tuple(tuple(f) for f in factors)
 
-    def tasks():
-        for box in grid_blocks(region, pyramid.block, source.voxel_offset):
-            yield DownsampleTask(layer=url, mip=mip, bbox=tuple(box.to_list()), factors=frozen_factors, **options)
+    def task(box: Bbox) -> DownsampleTask:
+        return DownsampleTask(layer=url, mip=mip, bbox=tuple(box.to_list()), factors=frozen_factors, **options)
 
     params = {"mip": mip, "factors": [list(f) for f in factors], "region": region.to_list(), "block": list(pyramid.block),
               "scales": [s.to_json() for s in pyramid.scales], **options,
@@ -148,11 +147,8 @@ def plan(
         "memory_per_task": format_bytes(task_memory),
         "voxels": region.size,
     }
-    result = Plan("downsample", url, params,
-                  [Stage("downsample", tasks, count_grid_blocks(region, pyramid.block, source.voxel_offset))],
-                  description=description)
-    result.finish = lambda: provenance.record(url, "downsample", params, result.job_id)
-    return result, notes
+    return Plan("downsample", url, params, [Stage.grid("downsample", region, pyramid.block, task, source.voxel_offset)],
+                description=description, provenance="downsample"), notes
 
 
 def _with_scales(info: LayerInfo, mip: int, scales: list, url: str) -> LayerInfo:

@@ -14,9 +14,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import PumiceError, SourceError
-from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
+from ..geometry import Bbox, choose_block, format_bytes, format_vec, vec
 from ..plan import Plan, Stage, Task, planner, register
-from ..storage import provenance, urls
+from ..storage import urls
 from ..storage.info import check_encoding, default_encoding, new_info, write_unit
 from ..storage.layer import Layer
 from ..storage.sources import open_source
@@ -132,13 +132,11 @@ def plan(
         notes.append(f"one task needs about {format_bytes(task_memory)}, above --memory {format_bytes(memory)}: "
                      f"the write unit ({','.join(map(str, unit))}) cannot be split")
 
-    def tasks():
-        for box in grid_blocks(bounds, block, bounds.minpt):
-            yield IngestTask(source=source_path, dataset=dataset, axes=axes, dest=dest, bbox=tuple(box.to_list()),
-                             offset=tuple(offset))
+    def task(box: Bbox) -> IngestTask:
+        return IngestTask(source=source_path, dataset=dataset, axes=axes, dest=dest, bbox=tuple(box.to_list()),
+                          offset=tuple(offset))
 
-    params = {"source": source_path, "dataset": dataset, "axes": axes, "fingerprint": source.fingerprint,
-              "info": info.to_json(), "block": list(block)}
+    params = {"fingerprint": source.fingerprint, "info": info.to_json(), "block": list(block)}
     scale = info.scales[0]
     description = {
         "source": f"{source.kind} {source.path}: {'x'.join(map(str, source.shape))} voxels, {source.channels} channel(s), {source.dtype.name}",
@@ -148,16 +146,6 @@ def plan(
         "block": format_vec(block),
         "memory_per_task": format_bytes(task_memory),
         "voxels": bounds.size,
-        "fresh_destination": fresh,
     }
-    job_params = {k: v for k, v in params.items() if k != "info"} | {"dest": dest}
-    result = Plan(
-        operation="ingest",
-        destination=dest,
-        params=params,
-        stages=[Stage("ingest", tasks, count_grid_blocks(bounds, block, bounds.minpt))],
-        finish=lambda: provenance.record(dest, "ingest", job_params, result.job_id, sources=[str(source_path)]),
-        description=description,
-    )
-    return result, notes
-
+    return Plan("ingest", dest, params, [Stage.grid("ingest", bounds, block, task)], description=description,
+                fresh_destination=fresh, provenance="ingest", sources=[str(source_path)]), notes

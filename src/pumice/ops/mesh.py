@@ -23,9 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import PumiceError
-from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
+from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, vec
 from ..plan import Plan, Stage, Task, planner, register
-from ..storage import meshes, provenance, records, sharding, urls
+from ..storage import meshes, records, sharding, urls
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
 from . import objects
@@ -308,24 +308,23 @@ def plan(
               "dust_global": dust_global, "ids": list(ids), "exclude_ids": list(exclude_ids), "dir": mesh_dir,
               "sharded": sharded, "lods": lods if sharded else 1, "partition": [bits, minishard_bits]}
     url = layer.url
-    result = Plan("mesh", url, params, [], description={})
-    work = f"{mesh_dir}/.forge/{result.job_id}"
+    result = Plan("mesh", url, params, provenance="mesh")
+    work = objects.forge_dir(result, mesh_dir)
     forge_options = dict(max_error=float(max_error), simplify=simplify, dust_threshold=dust_threshold, ids=ids,
                          exclude_ids=exclude_ids, fill_missing=fill_missing)
 
-    def forge_tasks():
-        for box in grid_blocks(region, block, scale.voxel_offset):
-            yield MeshForgeTask(layer=url, mip=mip, bbox=tuple(box.to_list()), work=work, partition_bits=bits,
-                                minishard_bits=minishard_bits, **forge_options)
+    def forge_task(box: Bbox) -> MeshForgeTask:
+        return MeshForgeTask(layer=url, mip=mip, bbox=tuple(box.to_list()), work=work(), partition_bits=bits,
+                             minishard_bits=minishard_bits, **forge_options)
 
-    def merge_tasks():
-        for part in range(1 << bits):
-            yield MeshMergeTask(layer=url, mesh_dir=mesh_dir, work=work, partition=part, partition_bits=bits,
-                                minishard_bits=minishard_bits, sharded=sharded, lods=lods if sharded else 1,
-                                lod_scale=lod_scale, grid_origin=grid_origin, grid_chunk=grid_chunk, dust_global=dust_global,
-                                keep_others=bool(ids))
+    def merge_task(part: int) -> MeshMergeTask:
+        return MeshMergeTask(layer=url, mesh_dir=mesh_dir, work=work(), partition=part, partition_bits=bits,
+                             minishard_bits=minishard_bits, sharded=sharded, lods=lods if sharded else 1,
+                             lod_scale=lod_scale, grid_origin=grid_origin, grid_chunk=grid_chunk, dust_global=dust_global,
+                             keep_others=bool(ids))
 
-    result.stages = [Stage("forge", forge_tasks, blocks), Stage("merge", merge_tasks, 1 << bits)]
+    result.stages = [Stage.grid("forge", region, block, forge_task, scale.voxel_offset),
+                     Stage.each("merge", range(1 << bits), merge_task)]
     result.description = {
         "layer": f"{urls.display(url)}: segmentation {info.data_type}, mip {mip} {scale.key} size {format_vec(scale.size)}",
         "meshes": f"{url.rstrip('/')}/{mesh_dir}: " + (f"multi-resolution sharded Draco, {lods} level(s) of detail, "
@@ -338,8 +337,8 @@ def plan(
 
     def finish() -> list[str]:
         messages = objects.missing_ids_warning(kv, mesh_dir, ids, f"are not in mip {mip} of the layer (or are dust)")
-        kv.delete_prefix(work + "/")
-        return messages + provenance.record(url, "mesh", params, result.job_id)
+        kv.delete_prefix(work() + "/")
+        return messages
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
         text = f"{int(totals['merge'].get('objects', 0))} object(s) meshed, {int(totals['merge'].get('triangles', 0)):,} triangles"

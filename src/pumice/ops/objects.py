@@ -3,6 +3,7 @@ directory of the layer, forged over a grid of blocks and merged per partition (=
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Callable, Sequence
 
@@ -10,6 +11,7 @@ import numpy as np
 
 from ..errors import LayerError, PumiceError
 from ..geometry import Bbox
+from ..plan import Plan
 from ..storage import records, sharding, urls
 from ..storage.info import LayerInfo
 from ..storage.kv import KV
@@ -97,3 +99,14 @@ def missing_ids_warning(kv: KV, directory: str, ids: Sequence[int], reason: str)
         return []
     shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
     return [f"warning: {len(missing)} of the --ids {reason}: {shown}"]
+
+
+def forge_dir(plan: Plan, output_dir: str) -> Callable[[], str]:
+    """Where forge leaves fragments for merge: ``<output dir>/.forge/<job id>``, named once the plan's
+    params are complete (the ``@planner`` decorator adds the arguments after the planner returns)."""
+
+    @functools.cache
+    def work() -> str:
+        return f"{output_dir}/.forge/{plan.job_id}"
+
+    return work

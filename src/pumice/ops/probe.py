@@ -66,13 +66,14 @@ def plan(dest: str, *, tasks: int = 1000, stages: int = 1, seconds: float = 0.0,
     failing = frozenset(int(i) for i in fail)
     seconds = float(seconds)
 
-    def stage_tasks(stage: str, requires: int):
-        return lambda: (ProbeTask(dest, stage, i, write, seconds, i in failing, requires) for i in range(tasks))
+    def stage(name: str, requires: int) -> Stage:
+        return Stage.each(name, range(tasks), lambda i: ProbeTask(dest, name, i, write, seconds, i in failing, requires))
 
-    stage_list = [Stage(STAGES[0], stage_tasks(STAGES[0], 0), tasks)]
+    stage_list = [stage(STAGES[0], 0)]
     if stages == 2:
-        stage_list.append(Stage(STAGES[1], stage_tasks(STAGES[1], tasks if write else 0), tasks))
-    params = {"tasks": int(tasks), "stages": int(stages), "seconds": seconds, "fail": sorted(failing), "write": bool(write)}
+        stage_list.append(stage(STAGES[1], tasks if write else 0))
+    params = {"tasks": int(tasks), "stages": int(stages), "seconds": seconds, "fail": sorted(failing),
+              "write": bool(write)}
     description = {"destination": urls.display(dest),
                    "work": f"{tasks} task(s) per stage, {seconds:g} s each" + (f", {len(failing)} failing on purpose" if failing else "")}
     return Plan("probe", dest, params, stage_list, description=description,

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerError, PumiceError
-from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks
+from ..geometry import Bbox, choose_block, format_bytes, format_vec
 from ..plan import Plan, Stage, Task, planner, register
-from ..storage import provenance, urls
+from ..storage import urls
 from ..storage.info import LayerInfo, Scale, check_encoding, write_unit
 from ..storage.layer import Layer
 
@@ -74,9 +74,8 @@ def plan(src: str, dest: str, *, mip: int = 0, channel: int | None = None, nan_v
     fresh = Layer.prepare(dest, info, dry_run=dry_run)
     nan_value, channel = float(nan_value), (None if channel is None else int(channel))
 
-    def tasks():
-        for box in grid_blocks(base.bounds, block, base.voxel_offset):
-            yield QuantizeTask(source.url, mip, dest, tuple(box.to_list()), channel, nan_value, fill_missing)
+    def task(box: Bbox) -> QuantizeTask:
+        return QuantizeTask(source.url, mip, dest, tuple(box.to_list()), channel, nan_value, fill_missing)
 
     params = {"src": source.url, "mip": mip, "channel": channel, "nan_value": nan_value, "info": info.to_json(),
               "block": list(block), "fill_missing": fill_missing}
@@ -88,12 +87,8 @@ def plan(src: str, dest: str, *, mip: int = 0, channel: int | None = None, nan_v
         "block": format_vec(block),
         "memory_per_task": format_bytes(float(np.prod(block)) * bytes_per_voxel),
         "voxels": base.bounds.size,
-        "fresh_destination": fresh,
     }
-    result = Plan("quantize", dest, params, [Stage("quantize", tasks, count_grid_blocks(base.bounds, block, base.voxel_offset))],
-                  description=description,
-                  outcome=lambda totals: (f"{int(totals['quantize'].get('nans', 0)):,} NaN value(s) became {nan_value:g}"
-                                          if totals["quantize"].get("nans") else "no NaN values"))
-    result.finish = lambda: provenance.record(dest, "quantize", {k: v for k, v in params.items() if k != "info"},
-                                              result.job_id, sources=[urls.display(source.url)])
-    return result, notes
+    return Plan("quantize", dest, params, [Stage.grid("quantize", base.bounds, block, task)], description=description,
+                outcome=lambda totals: (f"{int(totals['quantize'].get('nans', 0)):,} NaN value(s) became {nan_value:g}"
+                                        if totals["quantize"].get("nans") else "no NaN values"),
+                fresh_destination=fresh, provenance="quantize", sources=[urls.display(source.url)]), notes

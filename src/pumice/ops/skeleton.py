@@ -22,9 +22,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import PumiceError
-from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
+from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, vec
 from ..plan import Plan, Stage, Task, planner, register
-from ..storage import provenance, records, sharding, skeletons, urls
+from ..storage import records, sharding, skeletons, urls
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
 from . import objects
@@ -247,24 +247,23 @@ def plan(
               "cross_sections": cross_sections, "tick_threshold": tick_threshold, "min_cable": min_cable,
               "dir": skeleton_dir, "sharded": sharded, "partition": [bits, minishard_bits]}
     url = layer.url
-    result = Plan("skeleton", url, params, [], description={})
-    work = f"{skeleton_dir}/.forge/{result.job_id}"
+    result = Plan("skeleton", url, params, provenance="skeleton")
+    work = objects.forge_dir(result, skeleton_dir)
 
-    def forge_tasks():
-        for box in grid_blocks(region, block, scale.voxel_offset):
-            yield SkeletonForgeTask(layer=url, mip=mip, bbox=tuple(box.to_list()), work=work, partition_bits=bits,
-                                    minishard_bits=minishard_bits, teasar_scale=float(teasar_scale),
-                                    teasar_const=float(teasar_const), dust_threshold=int(dust_threshold), ids=ids,
-                                    exclude_ids=exclude_ids, fix_branching=fix_branching, fix_borders=fix_borders,
-                                    fill_missing=fill_missing, cross_sections=cross_sections)
+    def forge_task(box: Bbox) -> SkeletonForgeTask:
+        return SkeletonForgeTask(layer=url, mip=mip, bbox=tuple(box.to_list()), work=work(), partition_bits=bits,
+                                 minishard_bits=minishard_bits, teasar_scale=float(teasar_scale),
+                                 teasar_const=float(teasar_const), dust_threshold=int(dust_threshold), ids=ids,
+                                 exclude_ids=exclude_ids, fix_branching=fix_branching, fix_borders=fix_borders,
+                                 fill_missing=fill_missing, cross_sections=cross_sections)
 
-    def merge_tasks():
-        for part in range(1 << bits):
-            yield SkeletonMergeTask(layer=url, skeleton_dir=skeleton_dir, work=work, partition=part, partition_bits=bits,
-                                    minishard_bits=minishard_bits, sharded=sharded, cross_sections=cross_sections,
-                                    tick_threshold=float(tick_threshold), min_cable=float(min_cable), keep_others=bool(ids))
+    def merge_task(part: int) -> SkeletonMergeTask:
+        return SkeletonMergeTask(layer=url, skeleton_dir=skeleton_dir, work=work(), partition=part, partition_bits=bits,
+                                 minishard_bits=minishard_bits, sharded=sharded, cross_sections=cross_sections,
+                                 tick_threshold=float(tick_threshold), min_cable=float(min_cable), keep_others=bool(ids))
 
-    result.stages = [Stage("forge", forge_tasks, blocks), Stage("merge", merge_tasks, 1 << bits)]
+    result.stages = [Stage.grid("forge", region, block, forge_task, scale.voxel_offset),
+                     Stage.each("merge", range(1 << bits), merge_task)]
     result.description = {
         "layer": f"{urls.display(url)}: segmentation {info.data_type}, mip {mip} {scale.key} size {format_vec(scale.size)}",
         "skeletons": f"{url.rstrip('/')}/{skeleton_dir}: " + (f"sharded, {1 << bits} shard(s)" if sharded else "one file per object"),
@@ -277,8 +276,8 @@ def plan(
     def finish() -> list[str]:
         messages = objects.missing_ids_warning(kv, skeleton_dir, ids,
                                                f"have no skeleton (not in mip {mip}, dust, or less cable than --min-cable)")
-        kv.delete_prefix(work + "/")
-        return messages + provenance.record(url, "skeleton", params, result.job_id)
+        kv.delete_prefix(work() + "/")
+        return messages
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
         merge = totals["merge"]

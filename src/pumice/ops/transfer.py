@@ -16,9 +16,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import PumiceError
-from ..geometry import Bbox, choose_block, count_grid_blocks, format_bytes, format_vec, grid_blocks, vec
+from ..geometry import Bbox, choose_block, format_bytes, format_vec, grid_blocks, vec
 from ..plan import Plan, Stage, Task, planner, register
-from ..storage import provenance, urls
+from ..storage import urls
 from ..storage.info import LayerInfo, Scale, check_encoding, scale_key, write_unit
 from ..storage.layer import Layer
 from .downsample import write_with_levels
@@ -148,14 +148,11 @@ def plan(
 
     common = dict(src=source.url, mip=mip, dest=dest)
 
-    def tasks():
-        for box in grid_blocks(target, block, base.voxel_offset):
-            if fast:
-                yield CopyChunksTask(bbox=tuple(box.to_list()), **common)
-            else:
-                yield TransferTask(bbox=tuple(box.to_list()), translate=tuple(translate),
-                                   fill_missing=fill_missing, factors=tuple(tuple(f) for f in factors), method=method,
-                                   sparse=sparse, **common)
+    def task(box: Bbox) -> Task:
+        if fast:
+            return CopyChunksTask(bbox=tuple(box.to_list()), **common)
+        return TransferTask(bbox=tuple(box.to_list()), translate=tuple(translate), fill_missing=fill_missing,
+                            factors=tuple(tuple(f) for f in factors), method=method, sparse=sparse, **common)
 
     params = {"src": source.url, "mip": mip, "region": region.to_list(), "translate": list(translate),
               "info": info.to_json(), "block": list(block), "fast": fast, "method": method, "sparse": sparse,
@@ -170,12 +167,8 @@ def plan(
         "block": format_vec(block),
         "memory_per_task": format_bytes(float(np.prod(block)) * bytes_per_voxel),
         "voxels": target.size,
-        "fresh_destination": fresh,
     }
-    result = Plan("transfer", dest, params,
-                  [Stage("transfer", tasks, count_grid_blocks(target, block, base.voxel_offset))],
-                  description=description)
-    result.finish = lambda: provenance.record(dest, "transfer", {k: v for k, v in params.items() if k != "info"},
-                                              result.job_id, sources=[urls.display(source.url)])
-    return result, notes
+    return Plan("transfer", dest, params, [Stage.grid("transfer", target, block, task, base.voxel_offset)],
+                description=description, fresh_destination=fresh, provenance="transfer",
+                sources=[urls.display(source.url)]), notes
 

@@ -44,9 +44,17 @@ def summary(entry: Any) -> dict[str, str]:
     if not isinstance(entry, dict):
         return {"date": "?", "task": _text(entry) or "?", "source": "", "by": "?"}
     method = entry.get("method")
-    task, source = (method.get("task"), method.get("source")) if isinstance(method, dict) else (method, None)
+    task, source = (method.get("task"), _sources(method)) if isinstance(method, dict) else (method, None)
     return {"date": _text(entry.get("date")) or "?", "task": _text(task) or "?", "source": _text(source),
             "by": _text(entry.get("by")) or "?"}
+
+
+def _sources(method: dict) -> Any:
+    """What an entry says it read: Pumice's ``sources`` list, or a ``source`` as older entries and peers write it."""
+    sources = method.get("sources")
+    if isinstance(sources, list) and sources:
+        return ", ".join(map(str, sources))
+    return method.get("source")
 
 
 def _text(value: Any, limit: int = 80) -> str:
