@@ -303,7 +303,7 @@ def _mesh_bound(layer: Path) -> dict:
     from pumice.ops import mesh
     from pumice.storage.layer import Layer
 
-    plan, _ = mesh.plan(str(layer), dry_run=True)
+    plan, _ = mesh.plan(str(layer))
     source = Layer.open(str(layer))
     labels = source.read(source.info.scale(0).bounds, 0)[..., 0]
     clock = {"marching_cubes_seconds": 0.0, "simplify_seconds": 0.0}
@@ -553,7 +553,8 @@ def bench_contrast(work: Path) -> dict:
     import cv2
     import tensorstore as ts
 
-    from pumice.ops.contrast import clip_window, lookup, stretch_table
+    from pumice.ops.levels import clip_window
+    from pumice.ops.normalize import lookup, stretch_table
 
     layer = _drifted_layer(work)
     voxels = 1024 * 1024 * 256

@@ -110,6 +110,12 @@ class Plan:
     the planner there, and the planner adds what it derived (normalized URLs, the info, the block).
     The runner writes ``params`` into the destination's provenance after ``finish`` (when
     ``provenance`` names the entry), and removes a ``fresh_destination`` whose input turned out bad.
+
+    Planning has no side effects: a planner reads and validates, and leaves what must be written
+    before any task runs (the destination's info, staged inputs, clearing a stale record) to
+    ``prepare``, which a runner calls once when it starts the job (not for --dry-run, and not when a
+    queue worker rebuilds the plan from its recipe). ``prepare`` sees the complete params, so it may
+    use the job id.
     """
 
     operation: str
@@ -128,6 +134,7 @@ class Plan:
     fresh_destination: bool = False  # nothing was there before: a run that finds its input bad removes it
     provenance: str | None = None  # the name of the destination's provenance entry; None: no entry
     sources: list[str] = field(default_factory=list)  # layers or files the provenance lists as sources
+    prepare: Callable[[], Any] | None = None  # once, before the first task; may return a list of notes
 
     @property
     def job_id(self) -> str:
@@ -156,7 +163,6 @@ def planner(fn: Callable[..., tuple[Plan, list[str]]]) -> Callable[..., tuple[Pl
         plan, notes = fn(*args, **kwargs)
         bound = signature.bind(*args, **kwargs)
         arguments = dict(bound.arguments)
-        arguments.pop("dry_run", None)
         plan.recipe = {"planner": where, "args": json.loads(json.dumps(arguments, default=_encode))}
         bound.apply_defaults()
         given = {k: v for k, v in bound.arguments.items() if k not in NOT_PARAMS}
@@ -166,10 +172,10 @@ def planner(fn: Callable[..., tuple[Plan, list[str]]]) -> Callable[..., tuple[Pl
     return wrapper
 
 
-# dry_run changes nothing; memory acts through the block, which planners record. The destination
+# memory acts through the block, which planners record. The destination
 # (``dest``, or ``path`` for operations in place) is where the job lives, not what it is: a layer
 # moved with its ledger still resumes, and the same work at two places writes the same bytes.
-NOT_PARAMS = ("dry_run", "memory", "dest", "path")
+NOT_PARAMS = ("memory", "dest", "path")
 
 
 def _canonical(value: Any) -> Any:

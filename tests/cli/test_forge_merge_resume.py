@@ -60,7 +60,7 @@ def test_sigkill_then_rerun_finishes_with_identical_bytes(source, processes, fil
 
     dest = _ingest(processes, source, f"out-{tag}")
     options = {"dust_threshold": 100, "min_cable": 0} if operation == "skeleton" else {}
-    plan, _ = planner(str(dest), shape=(16, 16, 16), sharded=sharded, dry_run=True, **options)
+    plan, _ = planner(str(dest), shape=(16, 16, 16), sharded=sharded, **options)
     totals = {s.name: s.count for s in plan.stages}
     assert totals["forge"] >= 100 and totals["merge"] >= 64
     ledger = Ledger(str(dest), plan.job_id)

@@ -21,7 +21,7 @@ def test_sigkill_then_rerun_resumes_to_identical_bytes(tmp_path, processes, file
     processes.run("ingest", args[0], tmp_path / "ref", *args[1:])
 
     dest = tmp_path / "out"
-    plan, _ = ingest.plan(args[0], str(dest), resolution=(4, 4, 40), chunk_size=(32, 32, 8), memory=300_000, dry_run=True)
+    plan, _ = ingest.plan(args[0], str(dest), resolution=(4, 4, 40), chunk_size=(32, 32, 8), memory=300_000)
     total = plan.task_count
     assert total >= 100
     ledger = Ledger(str(dest), plan.job_id)

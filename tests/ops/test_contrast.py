@@ -237,16 +237,16 @@ def test_bad_input_is_one_clear_line(drifted, tmp_path, cli):
 @pytest.mark.parametrize("verb", ["normalize", "clahe"])
 def test_killed_midway_resumes_to_identical_bytes(tmp_path, cli, processes, files_of, verb):
     from pumice.execution.ledger import Ledger
-    from pumice.ops import contrast
+    from pumice.ops import clahe, normalize
 
     stack = make_em_sample((32, 128, 160), seed=6)[0]
     layer = _ingest(cli, tmp_path, "em", stack, "16,16,4")
     assert cli("contrast", "levels", layer, "--no-progress")[0] == 0
     options = ["--memory", "12KB", "--workers", "2", "--no-progress"] + (["--tile-size", "16"] if verb == "clahe" else [])
     processes.run("contrast", verb, layer, tmp_path / "ref", *options)
-    planner = contrast.plan_normalize if verb == "normalize" else contrast.plan_clahe
+    planner = normalize.plan if verb == "normalize" else clahe.plan
     extra = {"tile_size": 16} if verb == "clahe" else {}
-    plan, _ = planner(str(layer), str(tmp_path / "out"), memory=12_000, dry_run=True, **extra)
+    plan, _ = planner(str(layer), str(tmp_path / "out"), memory=12_000, **extra)
     assert plan.task_count >= 100
     done = processes.kill_midway(Ledger(str(tmp_path / "out"), plan.job_id), verb, plan.task_count,
                                  "contrast", verb, layer, tmp_path / "out", *options)

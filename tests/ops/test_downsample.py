@@ -200,7 +200,7 @@ def test_sigkill_midway_then_rerun_gives_identical_bytes(tmp_path, cli, processe
         ingest(cli, tmp_path, data, name)
     args = ["--num-mips", "2", "--factor", "2,2,1", "--memory", "300KB", "--workers", "2", "--no-progress"]
     processes.run("downsample", tmp_path / "ref", *args)
-    plan, _ = downsample.plan(str(tmp_path / "out"), num_mips=2, factor=(2, 2, 1), memory=300_000, dry_run=True)
+    plan, _ = downsample.plan(str(tmp_path / "out"), num_mips=2, factor=(2, 2, 1), memory=300_000)
     assert plan.task_count >= 64
     ledger = Ledger(str(tmp_path / "out"), plan.job_id)
     done = processes.kill_midway(ledger, "downsample", plan.task_count, "downsample", tmp_path / "out", *args)

@@ -153,7 +153,7 @@ def test_sigkill_midway_then_rerun_gives_identical_bytes(tmp_path, cli, processe
     src, _ = make_layer(cli, tmp_path, "uint16")
     args = ["--chunk-size", "16,16,8", "--memory", "50KB", "--workers", "2", "--no-progress"]
     processes.run("transfer", src, tmp_path / "ref", *args)
-    plan, _ = transfer.plan(str(src), str(tmp_path / "out"), chunk_size=(16, 16, 8), memory=50_000, dry_run=True)
+    plan, _ = transfer.plan(str(src), str(tmp_path / "out"), chunk_size=(16, 16, 8), memory=50_000)
     assert plan.task_count >= 60
     ledger = Ledger(str(tmp_path / "out"), plan.job_id)
     done = processes.kill_midway(ledger, "transfer", plan.task_count, "transfer", src, tmp_path / "out", *args)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
+from typing import Any
 
 from ..errors import PumiceError
 from ..execution import cluster, local, queued
-from ..geometry import format_bytes, parse_bytes, parse_vec
+from ..geometry import Bbox, format_bytes, parse_bytes, parse_vec
+from ..ops.pyramid import METHODS
 from ..plan import Plan
 from ..storage import urls
+from ..storage.info import ENCODINGS
 from ..storage.kv import open_kv
 
 
@@ -51,6 +55,64 @@ def add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool = Fa
                    help="endpoint of an S3-compatible store (or set AWS_ENDPOINT_URL)")
 
 
+# -- option groups, declared once: every verb that reads a layer, writes a new one, or runs a plan
+# uses these, so an option means the same everywhere -------------------------------------------------
+def add_source_options(p: argparse.ArgumentParser, *, what: str = "SRC", bounds: bool = True) -> None:
+    """``--mip --bounds --fill-missing``: which part of the layer an operation reads."""
+    g = p.add_argument_group("source")
+    g.add_argument("--mip", type=int, default=0, help=f"mip of {what} to read (default 0)")
+    if bounds:
+        g.add_argument("--bounds", metavar="X0,Y0,Z0,X1,Y1,Z1", help="only this region (voxels of --mip)")
+    g.add_argument("--fill-missing", action="store_true", help="read missing chunks as zeros instead of failing")
+
+
+def source_args(args: argparse.Namespace) -> dict[str, Any]:
+    out = {"mip": args.mip, "fill_missing": args.fill_missing}
+    if hasattr(args, "bounds"):
+        out["bounds"] = parse_bounds(args.bounds)
+    return out
+
+
+def add_output_options(p: argparse.ArgumentParser, *, encodings: tuple[str, ...] = ENCODINGS) -> None:
+    """``--chunk-size --encoding --sharded --num-mips --factor --method --sparse --force``: how a new
+    layer is stored, and the pyramid made in the same pass."""
+    g = p.add_argument_group("output layer")
+    g.add_argument("--chunk-size", metavar="X,Y,Z", help="chunk shape (default: the source's)")
+    g.add_argument("--encoding", choices=encodings,
+                   help="chunk encoding (default: the source's, if it can hold the output)")
+    g.add_argument("--sharded", action=argparse.BooleanOptionalAction, default=None,
+                   help="write sharded scales (or --no-sharded: one file per chunk); default: as the source")
+    g.add_argument("--num-mips", type=int, default=0, help="also downsample this many mips in the same pass")
+    g.add_argument("--factor", default="auto", metavar="X,Y,Z|auto", help="downsampling factor (see pumice downsample)")
+    g.add_argument("--method", choices=METHODS, default="auto", help="downsampling method (see pumice downsample)")
+    g.add_argument("--sparse", action="store_true", help="downsampling: a mode that does not let background win")
+    g.add_argument("--force", action="store_true", help="allow a downsampling method that rarely makes sense for the type")
+
+
+def output_args(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(chunk_size=vec_arg(args.chunk_size, "--chunk-size", positive=True), encoding=args.encoding,
+                sharded=args.sharded, num_mips=args.num_mips,
+                factor="auto" if args.factor == "auto" else vec_arg(args.factor, "--factor", positive=True),
+                method=args.method, sparse=args.sparse, force=args.force)
+
+
+def parse_bounds(text: str | None) -> Bbox | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 6:
+        raise PumiceError(f"--bounds must be six integers x0,y0,z0,x1,y1,z1, got {text!r}")
+    box = Bbox.from_list(values)
+    if box.empty():
+        flat = ", ".join(f"{a}1 <= {a}0" for a, lo, hi in zip("xyz", box.minpt, box.maxpt) if hi <= lo)
+        raise PumiceError(f"--bounds {text} is an empty box ({flat}); give x1,y1,z1 greater than x0,y0,z0")
+    return box
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("running")
     g.add_argument("--workers", type=positive_int, default=None, metavar="N", help="parallel worker processes (default: all cores)")
@@ -64,6 +126,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--restart", action="store_true", help="forget finished tasks of an earlier run of this command and redo them")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: when stderr is a terminal)")
+    g.add_argument("--json", action="store_true", dest="json_summary",
+                   help="print the run's summary (or the --dry-run plan) as one JSON object on stdout, for scripts")
 
 
 def positive_int(text: str) -> int:
@@ -104,10 +168,11 @@ def note(message: str) -> None:
 
 def execute(plan: Plan, notes: list[str], args: argparse.Namespace) -> local.RunReport | None:
     """Dry-run or run a plan; print the summary; undo a fresh destination if the input was bad."""
+    as_json = getattr(args, "json_summary", False)
     for text in notes:
         note(text)
     if args.dry_run:
-        print_plan(plan)
+        print(json.dumps(plan_record(plan)) if as_json else plan_text(plan))
         return None
     progress = args.progress if args.progress is not None else sys.stderr.isatty()
     try:
@@ -115,7 +180,9 @@ def execute(plan: Plan, notes: list[str], args: argparse.Namespace) -> local.Run
         if len(chosen) > 1:
             raise PumiceError(f"--{chosen[0]} and --{chosen[1]} choose different runners; pass one of them")
         if getattr(args, "queue", None):
-            print(queued.enqueue(plan, args.queue, restart=args.restart))
+            said = queued.enqueue(plan, args.queue, restart=args.restart)
+            print(json.dumps({"operation": plan.operation, "job": plan.job_id, "queue": args.queue, "message": said})
+                  if as_json else said)
             return None
         if getattr(args, "cluster", None):
             report = cluster.run(plan, args.cluster, progress=progress, restart=args.restart, say=note)
@@ -128,7 +195,7 @@ def execute(plan: Plan, notes: list[str], args: argparse.Namespace) -> local.Run
         raise
     for text in report.notes:
         note(text)
-    print(summary(plan, report))
+    print(json.dumps(summary_record(plan, report)) if as_json else summary(plan, report))
     return report
 
 
@@ -137,18 +204,37 @@ def discard(url: str) -> None:
     open_kv(url).delete_prefix("")
 
 
-def print_plan(plan: Plan) -> None:
-    d = plan.description
-    print(f"plan: {plan.operation} (job {plan.job_id})")
-    for key, value in d.items():
+def plan_text(plan: Plan) -> str:
+    lines = [f"plan: {plan.operation} (job {plan.job_id})"]
+    for key, value in plan.description.items():
         if isinstance(value, list):
-            print(f"  {key.replace('_', ' ')}:")
-            for item in value:
-                print(f"    {item}")
+            lines.append(f"  {key.replace('_', ' ')}:")
+            lines += [f"    {item}" for item in value]
         else:
-            print(f"  {key.replace('_', ' ')}: {value}")
-    for stage in plan.stages:
-        print(f"  stage {stage.name}: {stage.count} task(s)")
+            lines.append(f"  {key.replace('_', ' ')}: {value}")
+    lines += [f"  stage {stage.name}: {stage.count} task(s)" for stage in plan.stages]
+    return "\n".join(lines)
+
+
+def plan_record(plan: Plan) -> dict[str, Any]:
+    """--dry-run --json: the plan as data."""
+    return {"operation": plan.operation, "job": plan.job_id, "destination": urls.display(plan.destination),
+            "stages": {s.name: s.count for s in plan.stages}, "tasks": plan.task_count, "description": plan.description,
+            "params": plan.params}
+
+
+def summary_record(plan: Plan, report: local.RunReport) -> dict[str, Any]:
+    """--json: the run's summary as data (what ``summary`` says in words), for scripts and benchmarks."""
+    return {
+        "operation": plan.operation, "job": plan.job_id, "destination": urls.display(plan.destination),
+        "seconds": report.seconds, "workers": report.workers, "tasks": sum(s.total for s in report.stages),
+        "ran": report.ran, "skipped": report.skipped, "peak_rss_bytes": report.peak_rss_bytes,
+        "voxels": report.total("voxels"),
+        "stages": {s.name: {"tasks": s.total, "ran": s.ran, "skipped": s.skipped, "seconds": s.seconds, "totals": s.totals}
+                   for s in report.stages},
+        "outcome": plan.outcome({s.name: s.totals for s in report.stages}) if plan.outcome is not None and report.ran else None,
+        "notes": report.notes,
+    }
 
 
 def summary(plan: Plan, report: local.RunReport) -> str:

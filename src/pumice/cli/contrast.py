@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 
 from ..errors import PumiceError
-from ..ops import contrast
+from ..ops import clahe, levels, normalize
 from ..storage.info import ENCODINGS
-from .common import add_run_options, execute, memory_arg, note, vec_arg
+from .common import add_output_options, add_run_options, add_source_options, execute, memory_arg, note, output_args, \
+    source_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,14 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "the same columns on every rerun) and store each section's histogram at PATH/levels/<mip>/<z> "
                            "(Igneous's layout). --plot draws them as a heat map with the clip points normalize would use.")
     p.add_argument("path")
-    p.add_argument("--mip", type=int, default=0, help="mip to sample (default 0)")
     p.add_argument("--coverage", type=float, default=0.01, metavar="F",
                    help="fraction of each section to sample, in (0, 1] (default 0.01; 1 counts every voxel)")
     p.add_argument("--plot", metavar="FILE.png", help="draw the histograms (section vs grey level) with the clip points")
     p.add_argument("--clip-fraction", type=float, default=0.01, metavar="F",
                    help="--plot: the clip fraction whose points to draw (default 0.01)")
     p.add_argument("--count-zeros", action="store_true", help="--plot: count value 0 (by default it is padding, not tissue)")
-    p.add_argument("--fill-missing", action="store_true", help="read missing chunks as zeros instead of failing")
+    add_source_options(p, what="PATH", bounds=False)
     add_run_options(p)
     p.set_defaults(func=run_levels)
 
@@ -41,7 +41,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "0, max). --global uses one window for the whole volume; --minval/--maxval give it directly.")
     p.add_argument("src")
     p.add_argument("dest")
-    p.add_argument("--mip", type=int, default=0, help="mip of SRC (default 0)")
     p.add_argument("--clip-fraction", type=float, default=0.01, metavar="F",
                    help="fraction of each section's voxels clipped at each end (default 0.01)")
     p.add_argument("--global", dest="whole_volume", action="store_true",
@@ -51,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--count-zeros", action="store_true",
                    help="count value 0 in the levels (by default black is alignment padding and is left out)")
     p.add_argument("--dtype", choices=("uint8", "uint16"), default="uint8", help="output data type (default uint8)")
-    _output_options(p)
+    _new_layer_options(p)
     p.set_defaults(func=run_normalize)
 
     p = actions.add_parser("clahe", help="contrast-limited adaptive histogram equalization (OpenCV) into a new layer",
@@ -60,28 +59,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            "task block reads a tile of context around itself, so the result has no seams at block borders.")
     p.add_argument("src")
     p.add_argument("dest")
-    p.add_argument("--mip", type=int, default=0, help="mip of SRC (default 0)")
     p.add_argument("--clip-limit", type=float, default=2.0, help="contrast limit (OpenCV's clipLimit; default 2)")
     p.add_argument("--tile-size", type=int, default=128, metavar="N",
                    help="tile edge in voxels, a power of two (default 128)")
-    _output_options(p)
+    _new_layer_options(p)
     p.set_defaults(func=run_clahe)
 
 
-def _output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--chunk-size", metavar="X,Y,Z", help="chunk shape (default: the source's)")
-    p.add_argument("--encoding", choices=ENCODINGS[:3], help="chunk encoding (default: the source's, if it can hold the output)")
-    p.add_argument("--num-mips", type=int, default=0, help="also downsample the result this many mips in the same pass")
-    p.add_argument("--factor", default="auto", metavar="X,Y,Z|auto", help="downsampling factor (see pumice downsample)")
-    p.add_argument("--sharded", action="store_true", help="write sharded scales")
-    p.add_argument("--fill-missing", action="store_true", help="read missing source chunks as zeros instead of failing")
+def _new_layer_options(p: argparse.ArgumentParser) -> None:
+    add_source_options(p)
+    add_output_options(p, encodings=ENCODINGS[:3])
     add_run_options(p)
 
 
-def _output_args(args: argparse.Namespace) -> dict:
-    return dict(mip=args.mip, chunk_size=vec_arg(args.chunk_size, "--chunk-size", positive=True), encoding=args.encoding,
-                num_mips=args.num_mips, factor="auto" if args.factor == "auto" else vec_arg(args.factor, "--factor", positive=True),
-                sharded=args.sharded, fill_missing=args.fill_missing, dry_run=args.dry_run, **memory_arg(args))
+def _new_layer_args(args: argparse.Namespace) -> dict:
+    return {**source_args(args), **output_args(args), **memory_arg(args)}
 
 
 def run_levels(args: argparse.Namespace) -> int:
@@ -89,28 +81,26 @@ def run_levels(args: argparse.Namespace) -> int:
         raise PumiceError(f"--plot writes a PNG image: give a file name ending in .png, got {args.plot!r}")
     if not 0 <= args.clip_fraction < 0.5:
         raise PumiceError(f"--clip-fraction must lie in [0, 0.5), got {args.clip_fraction:g}")
-    plan, notes = contrast.plan_levels(args.path, mip=args.mip, coverage=args.coverage, fill_missing=args.fill_missing,
-                                       dry_run=args.dry_run)
+    plan, notes = levels.plan(args.path, coverage=args.coverage, **source_args(args))
     execute(plan, notes, args)
     if args.plot and not args.dry_run:
         if args.queue:
             note(f"the levels are computed by the queue's workers: once they finish, run this command again to draw {args.plot}")
         else:
-            print(contrast.draw_levels(args.path, args.mip, args.plot, clip_fraction=args.clip_fraction,
-                                       count_zeros=args.count_zeros))
+            print(levels.draw(args.path, args.mip, args.plot, clip_fraction=args.clip_fraction, count_zeros=args.count_zeros))
     return 0
 
 
 def run_normalize(args: argparse.Namespace) -> int:
-    plan, notes = contrast.plan_normalize(args.src, args.dest, clip_fraction=args.clip_fraction,
-                                          whole_volume=args.whole_volume, minval=args.minval, maxval=args.maxval,
-                                          count_zeros=args.count_zeros, dtype=args.dtype, **_output_args(args))
+    plan, notes = normalize.plan(args.src, args.dest, clip_fraction=args.clip_fraction, whole_volume=args.whole_volume,
+                                 minval=args.minval, maxval=args.maxval, count_zeros=args.count_zeros, dtype=args.dtype,
+                                 **_new_layer_args(args))
     execute(plan, notes, args)
     return 0
 
 
 def run_clahe(args: argparse.Namespace) -> int:
-    plan, notes = contrast.plan_clahe(args.src, args.dest, clip_limit=args.clip_limit, tile_size=args.tile_size,
-                                      **_output_args(args))
+    plan, notes = clahe.plan(args.src, args.dest, clip_limit=args.clip_limit, tile_size=args.tile_size,
+                             **_new_layer_args(args))
     execute(plan, notes, args)
     return 0

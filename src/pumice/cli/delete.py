@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..ops import delete
-from .common import add_run_options, execute
-from .downsample import parse_bounds
+from .common import add_run_options, execute, parse_bounds
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

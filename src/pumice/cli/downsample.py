@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import PumiceError
-from ..geometry import Bbox
 from ..ops import downsample
 from ..ops.pyramid import METHODS
 from ..storage.info import ENCODINGS
-from .common import add_run_options, execute, memory_arg, vec_arg
+from .common import add_run_options, execute, memory_arg, parse_bounds, vec_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,30 +34,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_bounds(text: str | None) -> Bbox | None:
-    if text is None:
-        return None
-    parts = text.split(",")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) != 6:
-        raise PumiceError(f"--bounds must be six integers x0,y0,z0,x1,y1,z1, got {text!r}")
-    box = Bbox.from_list(values)
-    if box.empty():
-        flat = ", ".join(f"{a}1 <= {a}0" for a, lo, hi in zip("xyz", box.minpt, box.maxpt) if hi <= lo)
-        raise PumiceError(f"--bounds {text} is an empty box ({flat}); give x1,y1,z1 greater than x0,y0,z0")
-    return box
-
-
 def run(args: argparse.Namespace) -> int:
     factor = "auto" if args.factor == "auto" else vec_arg(args.factor, "--factor", positive=True)
     plan, notes = downsample.plan(
         args.path, mip=args.mip, num_mips=args.num_mips, factor=factor, method=args.method, sparse=args.sparse,
         chunk_size=vec_arg(args.chunk_size, "--chunk-size", positive=True), encoding=args.encoding, sharded=args.sharded,
         bounds=parse_bounds(args.bounds), fill_missing=args.fill_missing, delete_background=args.delete_background,
-        background_color=args.background_color, force=args.force, dry_run=args.dry_run, **memory_arg(args),
+        background_color=args.background_color, force=args.force, **memory_arg(args),
     )
     if not plan.stages:
         for note in notes:

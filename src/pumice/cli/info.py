@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import LayerError, PumiceError
 from ..execution.ledger import jobs
 from ..geometry import format_vec
-from ..storage import provenance, records, urls
+from ..storage import levels, provenance, records, urls
 from ..storage.kv import open_kv
 from ..ops.pyramid import off_grid_mips
 from ..storage.layer import Layer
@@ -45,7 +45,7 @@ def describe(path: str) -> dict[str, Any]:
         "skeletons": info.extra.get("skeletons"),
         "mesh_details": _objects_dir(layer.url, info.extra.get("mesh")),
         "skeleton_details": _objects_dir(layer.url, info.extra.get("skeletons")),
-        "levels": _levels(layer.url, len(info.scales)),
+        "levels": levels.recorded_mips(layer.url, len(info.scales)),
         **_provenance(layer),
         "jobs": [{k: j.get(k) for k in ("id", "operation", "status", "stages", "done", "updated")} for j in jobs(layer.url)],
     }
@@ -60,21 +60,6 @@ def _provenance(layer: Layer) -> dict[str, Any]:
         processing, problem = [], str(e)
     off_grid = [{"mip": mip, "off_by_up_to": list(off)} for mip, off in off_grid_mips(layer.info, processing)]
     return {"provenance": processing, "provenance_problem": problem, "off_grid_mips": off_grid}
-
-
-def _levels(url: str, mips: int) -> list[dict[str, Any]]:
-    """The mips whose luminance levels `pumice contrast levels` stored (one small read per mip)."""
-    from ..ops.contrast import levels_record_key
-
-    found = []
-    for mip, raw in enumerate(open_kv(url).get_many([levels_record_key(m) for m in range(mips)])):
-        if raw is not None:
-            try:
-                record = json.loads(raw)
-                found.append({"mip": mip, "coverage": record["coverage"], "sections": record["sections"]})
-            except (ValueError, KeyError, TypeError):
-                continue
-    return found
 
 
 FORMATS = {"neuroglancer_legacy_mesh": "legacy", "neuroglancer_multilod_draco": "multi-resolution Draco",
@@ -128,10 +113,10 @@ def render(d: dict[str, Any]) -> str:
         lines.append(f"  .gz/.br chunk files (CloudVolume's compression): Pumice reads them, TensorStore does not; "
                      f"`pumice transfer {d['url']} NEW` makes a copy with plain names")
     lines.append(f"  meshes: {_describe_dir(d['mesh_details'])}   skeletons: {_describe_dir(d['skeleton_details'])}")
-    for levels in d["levels"]:
-        z0, z1 = levels["sections"]
-        lines.append(f"  levels: mip {levels['mip']}, sections {z0}-{z1 - 1}, {levels['coverage']:.0%} of each sampled "
-                     f"(levels/{levels['mip']}/<z>)")
+    for record in d["levels"]:
+        z0, z1 = record["sections"]
+        lines.append(f"  levels: mip {record['mip']}, sections {z0}-{z1 - 1}, {record['coverage']:.0%} of each sampled "
+                     f"(levels/{record['mip']}/<z>)")
     if d["provenance_problem"]:
         lines.append(f"  provenance: unreadable: {d['provenance_problem']}")
     else:

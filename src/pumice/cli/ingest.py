@@ -49,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
         encoding=args.encoding,
         sharded=args.sharded,
         **memory_arg(args),
-        dry_run=args.dry_run,
     )
     execute(plan, notes, args)
     return 0

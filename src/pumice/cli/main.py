@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import signal
 import sys
 import threading
 import traceback
+from types import ModuleType
 
 from .. import __version__
 from ..errors import PumiceError
 from .common import Parser, add_global_options
 
 
-def build_parser() -> Parser:
-    from . import contrast, delete, demo, downsample, info, ingest, mesh, probe, quantize, queue, skeleton, status, transfer, view, worker
+def verb_modules() -> list[ModuleType]:
+    """Every module of this package that defines a verb (an ``add_parser``), by name: a new
+    ``cli/<name>.py`` needs no list to join."""
+    import pumice.cli
 
+    modules = [importlib.import_module(f"pumice.cli.{m.name}") for m in sorted(pkgutil.iter_modules(pumice.cli.__path__),
+                                                                               key=lambda m: m.name)]
+    return [m for m in modules if hasattr(m, "add_parser")]
+
+
+def build_parser() -> Parser:
     parser = Parser(prog="pumice", description="Pumice: EM volumes -> Neuroglancer Precomputed layers, on a laptop or a cluster.")
     parser.add_argument("--version", action="version", version=f"pumice {__version__}")
     add_global_options(parser)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
-    for module in (ingest, downsample, transfer, delete, mesh, skeleton, quantize, contrast, info, view, demo, worker, status, queue, probe):
+    for module in verb_modules():
         module.add_parser(sub)
     return parser
 

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         args.path, mip=args.mip, shape=vec_arg(args.shape, "--shape", positive=True), max_error=args.max_error,
         simplify=not args.no_simplify, dust_threshold=args.dust_threshold, dust_global=args.dust_global,
         ids=parse_ids(args.ids, "--ids"), exclude_ids=parse_ids(args.exclude_ids, "--exclude-ids"),
-        fill_missing=args.fill_missing, mesh_dir=args.dir, sharded=args.sharded, lods=args.lods, dry_run=args.dry_run,
+        fill_missing=args.fill_missing, mesh_dir=args.dir, sharded=args.sharded, lods=args.lods,
         **memory_arg(args),
     )
     execute(plan, notes, args)

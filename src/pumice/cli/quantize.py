@@ -6,7 +6,8 @@ import argparse
 
 from ..ops import quantize
 from ..storage.info import ENCODINGS
-from .common import add_run_options, execute, memory_arg, vec_arg
+from .common import add_output_options, add_run_options, add_source_options, execute, memory_arg, output_args, \
+    source_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,19 +17,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "All channels by default, or one with --channel.")
     p.add_argument("src")
     p.add_argument("dest")
-    p.add_argument("--mip", type=int, default=0, help="mip of SRC (default 0)")
     p.add_argument("--channel", type=int, metavar="N", help="keep only channel N (default: every channel)")
     p.add_argument("--nan-value", type=float, default=0.0, metavar="V", help="value in 0..1 that NaN becomes (default 0)")
-    p.add_argument("--chunk-size", metavar="X,Y,Z", help="chunk shape (default: the source's)")
-    p.add_argument("--encoding", choices=ENCODINGS, default="raw", help="chunk encoding (default raw)")
-    p.add_argument("--fill-missing", action="store_true", help="read missing source chunks as zeros instead of failing")
+    add_source_options(p)
+    add_output_options(p, encodings=ENCODINGS[:3])
     add_run_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    plan, notes = quantize.plan(args.src, args.dest, mip=args.mip, channel=args.channel, nan_value=args.nan_value,
-                                chunk_size=vec_arg(args.chunk_size, "--chunk-size", positive=True), encoding=args.encoding,
-                                fill_missing=args.fill_missing, dry_run=args.dry_run, **memory_arg(args))
+    plan, notes = quantize.plan(args.src, args.dest, channel=args.channel, nan_value=args.nan_value, **source_args(args),
+                                **output_args(args), **memory_arg(args))
     execute(plan, notes, args)
     return 0

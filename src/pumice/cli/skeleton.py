@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         exclude_ids=parse_ids(args.exclude_ids, "--exclude-ids"), fix_branching=not args.no_fix_branching,
         fix_borders=not args.no_fix_borders, fill_missing=args.fill_missing, cross_sections=args.cross_sections,
         tick_threshold=args.tick_threshold, min_cable=args.min_cable, skeleton_dir=args.dir, sharded=args.sharded,
-        dry_run=args.dry_run, **memory_arg(args),
+        **memory_arg(args),
     )
     execute(plan, notes, args)
     return 0

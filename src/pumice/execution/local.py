@@ -148,6 +148,7 @@ def run_on(plan: Plan, executor: Executor | None, workers: int, *, progress: boo
     """Run ``plan`` on ``executor`` (None: in this thread) with ``workers`` slots and at most
     ``in_flight`` tasks per slot submitted: the loop every runner that hands out tasks itself shares
     (the local pool, a Dask cluster)."""
+    prepared = prepare_plan(plan)
     ledger = Ledger(plan.destination, plan.job_id) if plan.resumable else None
     if ledger is not None:
         if restart:
@@ -167,12 +168,19 @@ def run_on(plan: Plan, executor: Executor | None, workers: int, *, progress: boo
         if ledger is not None:
             ledger.end("failed")
         raise
-    report.notes = finish_plan(plan)
+    report.notes = prepared + finish_plan(plan)
     if ledger is not None:
         ledger.end("complete")
     report.seconds = time.perf_counter() - started
     report.peak_rss_bytes = max(report.peak_rss_bytes, peak_rss_bytes())
     return report
+
+
+def prepare_plan(plan: Plan) -> list[str]:
+    """What the plan writes before its first task (the destination's info...), once per run; notes
+    (a prepare step may return a list of them; anything else it returns is ignored)."""
+    notes = plan.prepare() if plan.prepare is not None else None
+    return list(notes) if isinstance(notes, list) else []
 
 
 def finish_plan(plan: Plan) -> list[str]:

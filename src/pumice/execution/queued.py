@@ -62,6 +62,7 @@ def enqueue(plan: Plan, url: str, *, restart: bool = False) -> str:
             raise PumiceError(f"{url} still serves job {pointer['job']} on {pointer['destination']} ({pointer.get('status')}, "
                               f"messages left); wait for "
                               f"it to finish, use another queue, or empty it with `pumice queue purge {url}`")
+        local.prepare_plan(plan)
         ledger = Ledger(plan.destination, plan.job_id)
         if restart:
             ledger.clear()

@@ -89,7 +89,6 @@ def plan(
     background_color: int = 0,
     force: bool = False,
     memory: int = DEFAULT_MEMORY,
-    dry_run: bool = False,
 ) -> tuple[Plan, list[str]]:
     notes: list[str] = []
     layer = Layer.open(path)
@@ -121,9 +120,6 @@ def plan(
         region = bounds.snap_out(pyramid.unit, source.voxel_offset).intersection(source.bounds)
         if region != bounds:
             notes.append(f"--bounds grown to {region} so that every new mip is made of whole chunks")
-    if not dry_run:
-        layer.info = new_info
-        layer.save_info()
     task_memory = float(np.prod(pyramid.block)) * bytes_per_voxel
     if task_memory > memory:
         notes.append(f"one task needs about {format_bytes(task_memory)}, above --memory {format_bytes(memory)}: "
@@ -148,7 +144,12 @@ def plan(
         "voxels": region.size,
     }
     return Plan("downsample", url, params, [Stage.grid("downsample", region, pyramid.block, task, source.voxel_offset)],
-                description=description, provenance="downsample"), notes
+                description=description, provenance="downsample", prepare=lambda: _save_info(layer, new_info)), notes
+
+
+def _save_info(layer: Layer, info: LayerInfo) -> None:
+    layer.info = info
+    layer.save_info()
 
 
 def _with_scales(info: LayerInfo, mip: int, scales: list, url: str) -> LayerInfo:

@@ -8,6 +8,7 @@ data type if needed, and writes it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -93,9 +94,8 @@ def plan(
     encoding: str | None = None,
     sharded: bool = False,
     memory: int = DEFAULT_MEMORY,
-    dry_run: bool = False,
 ) -> tuple[Plan, list[str]]:
-    """Validate everything, write the destination's info (unless ``dry_run``), return the plan and notes."""
+    """Validate everything and return the plan (whose ``prepare`` writes the destination's info) and notes."""
     notes: list[str] = []
     source = open_source(source_path, dataset, axes)
     dest = urls.normalize(dest)
@@ -121,7 +121,7 @@ def plan(
 
     info = new_info(layer_type=layer_type, dtype=dtype, num_channels=source.channels, size=source.shape,
                     resolution=resolution, voxel_offset=offset, chunk_size=chunk_size, encoding=encoding, sharded=sharded)
-    fresh = Layer.prepare(dest, info, dry_run=dry_run)
+    fresh = Layer.check_destination(dest, info)
     bounds = info.scales[0].bounds
     unit = write_unit(info.scales[0])
     # Source block, its transposed copy, the converted copy, and TensorStore's encode buffers.
@@ -148,4 +148,5 @@ def plan(
         "voxels": bounds.size,
     }
     return Plan("ingest", dest, params, [Stage.grid("ingest", bounds, block, task)], description=description,
-                fresh_destination=fresh, provenance="ingest", sources=[str(source_path)]), notes
+                fresh_destination=fresh, provenance="ingest", sources=[str(source_path)],
+                prepare=functools.partial(Layer.create, dest, info)), notes

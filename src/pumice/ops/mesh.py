@@ -256,7 +256,6 @@ def plan(
     sharded: bool = False,
     lods: int | None = None,
     memory: int = DEFAULT_MEMORY,
-    dry_run: bool = False,
 ) -> tuple[Plan, list[str]]:
     notes: list[str] = []
     layer = objects.open_segmentation(path, "meshes")
@@ -300,15 +299,13 @@ def plan(
     mesh_info = (meshes.multires_info(meshes.mesh_sharding(bits, minishard_bits), {"mip": mip, "chunk_size": list(block)})
                  if sharded else {**meshes.LEGACY_INFO, "mip": mip, "chunk_size": list(block)})
     mesh_info["pumice_partition"] = [bits, minishard_bits]
-    if not dry_run:
-        kv.put_json(f"{mesh_dir}/info", mesh_info)
-        objects.link(layer, "mesh", mesh_dir)
 
     params = {"mip": mip, "block": list(block), "max_error": max_error, "simplify": simplify, "dust_threshold": dust_threshold,
               "dust_global": dust_global, "ids": list(ids), "exclude_ids": list(exclude_ids), "dir": mesh_dir,
               "sharded": sharded, "lods": lods if sharded else 1, "partition": [bits, minishard_bits]}
     url = layer.url
-    result = Plan("mesh", url, params, provenance="mesh")
+    result = Plan("mesh", url, params, provenance="mesh",
+                  prepare=lambda: objects.create_output_dir(layer, "mesh", mesh_dir, mesh_info))
     work = objects.forge_dir(result, mesh_dir)
     forge_options = dict(max_error=float(max_error), simplify=simplify, dust_threshold=dust_threshold, ids=ids,
                          exclude_ids=exclude_ids, fill_missing=fill_missing)

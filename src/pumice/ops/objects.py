@@ -58,6 +58,12 @@ def link(layer: Layer, key: str, directory: str) -> None:
         layer.save_info()
 
 
+def create_output_dir(layer: Layer, key: str, directory: str, info: dict) -> None:
+    """A plan's ``prepare``: write the mesh or skeleton directory's info and name it in the layer's."""
+    layer.kv.put_json(f"{directory}/info", info)
+    link(layer, key, directory)
+
+
 def read_block(layer: Layer, mip: int, box: Bbox, *, ids: Sequence[int], exclude_ids: Sequence[int],
                fill_missing: bool) -> tuple[np.ndarray, Bbox]:
     """The block's labels plus one voxel on the high side (inside the volume), Fortran order, with

@@ -203,7 +203,6 @@ def plan(
     skeleton_dir: str | None = None,
     sharded: bool = False,
     memory: int = DEFAULT_MEMORY,
-    dry_run: bool = False,
 ) -> tuple[Plan, list[str]]:
     notes: list[str] = []
     layer = objects.open_segmentation(path, "skeletons")
@@ -238,16 +237,14 @@ def plan(
     skeleton_info = skeletons.skeleton_info(
         attributes, sharding.uint64_sharding(bits, minishard_bits, "gzip") if sharded else None,
         {"mip": mip, "pumice_partition": [bits, minishard_bits]})
-    if not dry_run:
-        kv.put_json(f"{skeleton_dir}/info", skeleton_info)
-        objects.link(layer, "skeletons", skeleton_dir)
 
     params = {"mip": mip, "block": list(block), "teasar": [teasar_scale, teasar_const], "dust_threshold": dust_threshold,
               "ids": list(ids), "exclude_ids": list(exclude_ids), "fix_branching": fix_branching, "fix_borders": fix_borders,
               "cross_sections": cross_sections, "tick_threshold": tick_threshold, "min_cable": min_cable,
               "dir": skeleton_dir, "sharded": sharded, "partition": [bits, minishard_bits]}
     url = layer.url
-    result = Plan("skeleton", url, params, provenance="skeleton")
+    result = Plan("skeleton", url, params, provenance="skeleton",
+                  prepare=lambda: objects.create_output_dir(layer, "skeletons", skeleton_dir, skeleton_info))
     work = objects.forge_dir(result, skeleton_dir)
 
     def forge_task(box: Bbox) -> SkeletonForgeTask:

@@ -10,43 +10,33 @@ path for old data.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import PumiceError
 from ..geometry import Bbox, choose_block, format_bytes, format_vec, grid_blocks, vec
 from ..plan import Plan, Stage, Task, planner, register
 from ..storage import urls
-from ..storage.info import LayerInfo, Scale, check_encoding, scale_key, write_unit
+from ..storage.info import write_unit
 from ..storage.layer import Layer
-from .downsample import write_with_levels
-from .pyramid import global_grid_record, plan_factors, plan_new_layer, read_box, resolve_method
+from .blockwise import BlockTask, OutputOptions, crop, new_layer
+from .pyramid import global_grid_record, resolve_method
 
 DEFAULT_MEMORY = 256 * 2**20
 
 
 @register("transfer")
 @dataclass(frozen=True)
-class TransferTask(Task):
-    src: str
-    mip: int
-    dest: str
-    bbox: tuple  # destination voxels at its mip 0
-    translate: tuple
-    fill_missing: bool = False
-    factors: tuple = ()
-    method: str = "average"
-    sparse: bool = False
+class TransferTask(BlockTask):
+    translate: tuple = (0, 0, 0)  # destination voxels minus source voxels
 
-    def run(self) -> dict[str, Any]:
-        src, dest = Layer.open(self.src), Layer.open(self.dest)
-        box = Bbox.from_list(self.bbox)
-        read = read_box(box, dest.bounds(0), self.factors)
-        data = src.read(read.translate([-t for t in self.translate]), self.mip, fill_missing=self.fill_missing)
-        written = write_with_levels(dest, box, read, data, self.factors, self.method, self.sparse)
-        return {"voxels": box.size, "voxels_written": written}
+    def source_box(self, box: Bbox) -> Bbox:
+        return box.translate([-t for t in self.translate])
+
+    def compute(self, data: np.ndarray, region: Bbox, read: Bbox, source: Layer) -> np.ndarray:
+        return data
 
 
 @register("transfer.copy")
@@ -90,9 +80,10 @@ def plan(
     src: str,
     dest: str,
     *,
+    translate: Sequence[int] = (0, 0, 0),
     mip: int = 0,
     bounds: Bbox | None = None,
-    translate: Sequence[int] = (0, 0, 0),
+    fill_missing: bool = False,
     chunk_size: Sequence[int] | None = None,
     encoding: str | None = None,
     sharded: bool | None = None,
@@ -101,34 +92,23 @@ def plan(
     method: str = "auto",
     sparse: bool = False,
     force: bool = False,
-    fill_missing: bool = False,
     memory: int = DEFAULT_MEMORY,
-    dry_run: bool = False,
 ) -> tuple[Plan, list[str]]:
     notes: list[str] = []
     source, dest = Layer.open_with_destination(src, dest, "transfer")
     sinfo = source.info
     sscale = sinfo.scale(mip)
-    region = sscale.bounds
-    if bounds is not None:
-        if bounds.empty() or not sscale.bounds.contains(bounds):
-            raise PumiceError(f"--bounds {bounds} lies outside mip {mip}'s volume {sscale.bounds}; choose bounds inside it")
-        region = bounds
+    region = crop(source, mip, bounds)
     translate = vec(translate)
     target = region.translate(translate)
-    encoding = encoding or sscale.encoding
-    check_encoding(sinfo.type, sinfo.data_type, encoding, sinfo.num_channels)
-    sharded = (sscale.sharding is not None) if sharded is None else sharded
-    method = resolve_method(sinfo.type, sinfo.data_type, method, force) if num_mips else method
-    base = Scale(key=sscale.key if sscale.key else scale_key(sscale.resolution), size=target.shape,
-                 resolution=sscale.resolution, voxel_offset=target.minpt, chunk_size=vec(chunk_size or sscale.chunk_size),
-                 encoding=encoding, compressed_segmentation_block_size=(
-                     sscale.compressed_segmentation_block_size or (8, 8, 8)) if encoding == "compressed_segmentation" else None)
-    info = LayerInfo(sinfo.type, sinfo.data_type, sinfo.num_channels, (base,),
-                     {k: v for k, v in sinfo.extra.items() if k in ("segment_properties",)})
+    output = OutputOptions(chunk_size=chunk_size, encoding=encoding, sharded=sharded, num_mips=num_mips, factor=factor,
+                           method=method, sparse=sparse, force=force)
     bytes_per_voxel = sinfo.num_channels * sinfo.dtype.itemsize * (4 if num_mips else 3) + (4 if num_mips else 0)
-    factors = plan_factors(base, factor, num_mips) if num_mips else []
-    info, block = plan_new_layer(info, factors, sharded=sharded, budget=memory, bytes_per_voxel=bytes_per_voxel)
+    info, block, factors = new_layer(source, mip, region, layer_type=sinfo.type, data_type=sinfo.data_type,
+                                     channels=sinfo.num_channels, output=output, memory=memory,
+                                     bytes_per_voxel=bytes_per_voxel, translate=translate, notes=notes,
+                                     extra={k: v for k, v in sinfo.extra.items() if k in ("segment_properties",)})
+    method = resolve_method(sinfo.type, sinfo.data_type, method, force) if factors else "average"
     base = info.scales[0]
 
     compressed = [s for s in source.seen_chunk_suffixes(mip) if s]
@@ -144,8 +124,7 @@ def plan(
         info = replace(info, scales=(replace(base, sharding=sscale.sharding),))
         block = choose_block(base.bounds, write_unit(sscale), bytes_per_voxel, memory)
 
-    fresh = Layer.prepare(dest, info, dry_run=dry_run)
-
+    fresh = Layer.check_destination(dest, info)
     common = dict(src=source.url, mip=mip, dest=dest)
 
     def task(box: Bbox) -> Task:
@@ -154,9 +133,8 @@ def plan(
         return TransferTask(bbox=tuple(box.to_list()), translate=tuple(translate), fill_missing=fill_missing,
                             factors=tuple(tuple(f) for f in factors), method=method, sparse=sparse, **common)
 
-    params = {"src": source.url, "mip": mip, "region": region.to_list(), "translate": list(translate),
-              "info": info.to_json(), "block": list(block), "fast": fast, "method": method, "sparse": sparse,
-              "fill_missing": fill_missing, **global_grid_record(info.scales[1:])}
+    params = {"src": source.url, "region": region.to_list(), "translate": list(translate), "info": info.to_json(),
+              "block": list(block), "fast": fast, "method": method, **global_grid_record(info.scales[1:])}
     description = {
         "source": f"{urls.display(source.url)} mip {mip} ({sscale.key}): {sinfo.type} {sinfo.data_type} x {sinfo.num_channels}, "
                   f"region {region}",
@@ -168,7 +146,7 @@ def plan(
         "memory_per_task": format_bytes(float(np.prod(block)) * bytes_per_voxel),
         "voxels": target.size,
     }
+
     return Plan("transfer", dest, params, [Stage.grid("transfer", target, block, task, base.voxel_offset)],
                 description=description, fresh_destination=fresh, provenance="transfer",
-                sources=[urls.display(source.url)]), notes
-
+                sources=[urls.display(source.url)], prepare=functools.partial(Layer.create, dest, info)), notes

@@ -85,17 +85,14 @@ class Layer:
         return True
 
     @classmethod
-    def prepare(cls, url: str, info: LayerInfo, *, dry_run: bool = False) -> bool:
-        """A planner's destination: writable, no different layer there, the info written (unless
-        ``dry_run``). Returns whether the destination was empty, so a run that finds the input bad
-        may remove everything it wrote."""
+    def check_destination(cls, url: str, info: LayerInfo) -> bool:
+        """A planner's destination: writable, and no different layer there (nothing is written; the
+        plan's ``prepare`` creates it). Returns whether the destination is empty, so a run that finds
+        the input bad may remove everything it wrote."""
         url = urls.normalize(url)
         if not urls.is_writable(url):
             raise LayerError(f"cannot write to {url}: http(s) locations are read-only; write to a path, gs:// or s3://")
-        fresh = not cls.check_compatible(url, info) and not open_kv(url).list()
-        if not dry_run:
-            cls.create(url, info)
-        return fresh
+        return not cls.check_compatible(url, info) and not open_kv(url).list()
 
     @classmethod
     def create(cls, url: str, info: LayerInfo) -> "Layer":
