@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 _REGISTRY: dict[str, type["Task"]] = {}
 
-LEDGER_DIR = ".pumice/jobs"  # where, inside a destination, the ledgers of its jobs live
-
 
 def register(name: str) -> Callable[[type["Task"]], type["Task"]]:
     """Class decorator: make a Task rebuildable from JSON under ``name``."""
@@ -135,6 +133,9 @@ class Plan:
     provenance: str | None = None  # the name of the destination's provenance entry; None: no entry
     sources: list[str] = field(default_factory=list)  # layers or files the provenance lists as sources
     prepare: Callable[[], Any] | None = None  # once, before the first task; may return a list of notes
+    # Side inputs (storage.inputs): planner argument -> the staged URL that the recipe records in place
+    # of the user's path, so a worker elsewhere rebuilds the plan from bytes it can read.
+    inputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def job_id(self) -> str:
@@ -162,8 +163,11 @@ def planner(fn: Callable[..., tuple[Plan, list[str]]]) -> Callable[..., tuple[Pl
     def wrapper(*args: Any, **kwargs: Any) -> tuple[Plan, list[str]]:
         plan, notes = fn(*args, **kwargs)
         bound = signature.bind(*args, **kwargs)
-        arguments = dict(bound.arguments)
+        arguments = {**bound.arguments, **plan.inputs}
         plan.recipe = {"planner": where, "args": json.loads(json.dumps(arguments, default=_encode))}
+        unrecorded = [name for name in plan.inputs if name not in plan.params]
+        if unrecorded:  # a developer's mistake: the job id would hang on a path instead of the bytes
+            raise TypeError(f"{where} stages {unrecorded} but does not put their digests into params")
         bound.apply_defaults()
         given = {k: v for k, v in bound.arguments.items() if k not in NOT_PARAMS}
         plan.params = {**_canonical(json.loads(json.dumps(given, default=_encode))), **plan.params}

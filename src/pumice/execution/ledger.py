@@ -14,16 +14,20 @@ import time
 import traceback
 from typing import Any
 
-from ..plan import LEDGER_DIR
-from ..storage import urls
+from ..storage import bookkeeping, urls
 from ..storage.kv import KV, open_kv
+
+
+# Attempts at a task before it becomes a dead letter (errors that are not the user's: I/O hiccups, a
+# storage service refusing), on every runner.
+MAX_ATTEMPTS = 3
 
 
 class Ledger:
     def __init__(self, destination: str, job_id: str):
         self.destination = urls.normalize(destination)
         self.job_id = job_id
-        self.prefix = f"{LEDGER_DIR}/{job_id}/"
+        self.prefix = bookkeeping.job_prefix(job_id)
 
     @property
     def kv(self) -> KV:
@@ -92,17 +96,14 @@ class Ledger:
 
 def jobs(destination: str) -> list[dict[str, Any]]:
     """Every job recorded at a destination, with its id and progress."""
-    kv = open_kv(urls.normalize(destination))
     found = []
-    for key in kv.list(LEDGER_DIR + "/"):
-        if key.endswith("/job.json") and key.count("/") == 3:
-            state = kv.get_json(key) or {}
-            job_id = key.split("/")[2]
-            ledger = Ledger(destination, job_id)
-            state["id"] = job_id
-            state["done"] = {stage: len(ledger.done(stage)) for stage in state.get("stages", {})}
-            state["failed"] = {stage: len(ledger.failed(stage)) for stage in state.get("stages", {})}
-            found.append(state)
+    for job_id in bookkeeping.job_ids(urls.normalize(destination)):
+        ledger = Ledger(destination, job_id)
+        state = ledger.state() or {}
+        state["id"] = job_id
+        state["done"] = {stage: len(ledger.done(stage)) for stage in state.get("stages", {})}
+        state["failed"] = {stage: len(ledger.failed(stage)) for stage in state.get("stages", {})}
+        found.append(state)
     return found
 
 

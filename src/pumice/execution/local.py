@@ -27,9 +27,8 @@ from tqdm import tqdm
 from ..errors import PumiceError, RunFailed
 from ..plan import Plan, Stage, Task, task_from_json
 from ..storage import provenance
-from .ledger import Ledger, failure_record
+from .ledger import MAX_ATTEMPTS, Ledger, failure_record
 
-MAX_ATTEMPTS = 3  # for errors that are not the user's (I/O hiccups, a storage service refusing)
 
 
 @dataclass

@@ -25,14 +25,14 @@ from typing import Any, Callable, Iterable, Iterator
 from ..errors import PumiceError
 from ..plan import Plan, plan_from_recipe, task_from_json
 from . import local
-from .ledger import Ledger, failure_record
+from .ledger import MAX_ATTEMPTS, Ledger, failure_record
 from .transport import FileQueue, Message, SqsQueue, open_queue
 
 TARGET_MESSAGES = 10_000  # per stage: enough to spread over hundreds of workers
 MAX_TASKS_PER_MESSAGE = 100  # tiny tasks share a message, so the queue is not the bottleneck
 RETRY_DELAY = 2.0  # seconds before a message whose tasks raised is leased again (times its attempts)
 DEFAULT_LEASE_SECONDS = 600.0
-DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_MAX_ATTEMPTS = MAX_ATTEMPTS
 TERMINAL = ("complete", "failed", "purged")
 
 Queue = FileQueue | SqsQueue

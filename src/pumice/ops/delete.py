@@ -15,8 +15,8 @@ import numpy as np
 
 from ..errors import PumiceError
 from ..geometry import Bbox, grid_blocks, vec
-from ..plan import LEDGER_DIR, Plan, Stage, Task, planner, register
-from ..storage import urls
+from ..plan import Plan, Stage, Task, planner, register
+from ..storage import bookkeeping, urls
 from ..storage.info import write_unit
 from ..storage.layer import Layer
 
@@ -97,7 +97,7 @@ def plan(path: str, *, mip: int | None = None, num_mips: int | None = None, boun
             fresh = Layer.open(url)
             fresh.info = replace(fresh.info, scales=fresh.info.scales[:first])
             fresh.save_info()
-        kv.delete_prefix(LEDGER_DIR + "/")
+        bookkeeping.forget_jobs(url)
 
     what = "the whole layer" if whole_layer else (
         f"mips {first}-{last - 1} (scales leave the info)" if whole_scales else f"data of mips {first}-{last - 1} inside {bounds}")

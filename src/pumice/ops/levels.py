@@ -17,8 +17,8 @@ import numpy as np
 
 from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, format_vec
-from ..plan import LEDGER_DIR, Plan, Stage, Task, planner, register
-from ..storage import levels as stored, urls
+from ..plan import Plan, Stage, Task, planner, register
+from ..storage import bookkeeping, levels as stored, urls
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
 
@@ -156,9 +156,8 @@ def plan(path: str, *, mip: int = 0, coverage: float = 0.01, fill_missing: bool 
         if isinstance(record, dict) and record.get("job") not in (None, result.job_id):
             # Another run (other options) stored its levels after this job's, so this job's ledger no
             # longer describes what is stored: forget it, and the record, so the job runs again.
-            kv = open_kv(layer.url)
-            kv.delete_prefix(f"{LEDGER_DIR}/{result.job_id}/")
-            kv.delete(stored.record_key(mip))
+            bookkeeping.forget_job(layer.url, result.job_id)
+            open_kv(layer.url).delete(stored.record_key(mip))
             return [f"the stored levels come from another run (coverage {record.get('coverage')}): sampling again"]
         return []
 

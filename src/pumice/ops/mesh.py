@@ -190,7 +190,7 @@ class MeshMergeTask(Task):
         previous = set(kv.get_json(record_key) or [])
         triangles = 0
         if self.sharded:
-            spec = meshes.mesh_sharding(self.partition_bits, self.minishard_bits)
+            spec = sharding.object_sharding(self.partition_bits, self.minishard_bits)
             shard_key = f"{self.mesh_dir}/{sharding.shard_name(self.partition, spec)}"
             entries: dict[int, tuple[bytes, bytes]] = {}
             if self.keep_others and previous:
@@ -296,7 +296,7 @@ def plan(
     # before): level-0 nodes on that grid need no cutting.
     grid_chunk = tuple(float(b * r) for b, r in zip(block, scale.resolution))
     grid_origin = tuple(float((o + 0.5) * r - c) for o, r, c in zip(scale.voxel_offset, scale.resolution, grid_chunk))
-    mesh_info = (meshes.multires_info(meshes.mesh_sharding(bits, minishard_bits), {"mip": mip, "chunk_size": list(block)})
+    mesh_info = (meshes.multires_info(sharding.object_sharding(bits, minishard_bits), {"mip": mip, "chunk_size": list(block)})
                  if sharded else {**meshes.LEGACY_INFO, "mip": mip, "chunk_size": list(block)})
     mesh_info["pumice_partition"] = [bits, minishard_bits]
 

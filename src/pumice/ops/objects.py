@@ -86,7 +86,7 @@ def write_fragments(kv: KV, work: str, box: Bbox, items: list, partition_bits: i
     their id, one file per partition and block, ``<work>/<partition>/<block>``."""
     if not items:
         return
-    spec = sharding.uint64_sharding(partition_bits, minishard_bits)
+    spec = sharding.object_sharding(partition_bits, minishard_bits)
     groups: dict[int, list] = {}
     for part, item in zip(sharding.shard_numbers([item[0] for item in items], spec), items):
         groups.setdefault(int(part), []).append(item)

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import PumiceError
 from ..geometry import Bbox, Vec, choose_block, vec
-from ..storage.info import LayerInfo, Scale, SHARDING_TYPE, choose_sharding, scale_key, write_unit
+from ..storage import sharding
+from ..storage.info import LayerInfo, Scale, scale_key, write_unit
 
 METHODS = ("auto", "average", "mode", "min", "max", "striding")
 
@@ -98,23 +99,14 @@ def lcm_unit(units: Sequence[Sequence[int]]) -> Vec:
 
 def shard_for_block(scale: Scale, block: Sequence[int], data_encoding: str) -> dict:
     """The largest identity-hash sharding whose shard box divides ``block`` (or spans the axis)."""
-    grid = [math.ceil(s / c) for s, c in zip(scale.size, scale.chunk_size)]
-    grid_bits = sum(max(0, (g - 1).bit_length()) for g in grid)
+    bits = sharding.grid_bits(scale.size, scale.chunk_size)
     best = 0
-    for bits in range(grid_bits + 1):
-        sharding = _sharding(bits, grid_bits, data_encoding)
-        unit = write_unit(replace(scale, sharding=sharding))
+    for inside in range(bits + 1):
+        unit = write_unit(replace(scale, sharding=sharding.volume_sharding(inside, bits, data_encoding)))
         # A shard may span an axis only where the task block spans it too.
         if all(b % u == 0 or b >= s for b, u, s in zip(block, unit, scale.size)):
-            best = bits
-    return _sharding(best, grid_bits, data_encoding)
-
-
-def _sharding(inside_bits: int, grid_bits: int, data_encoding: str) -> dict:
-    preshift = min(inside_bits, 3)
-    return {"@type": SHARDING_TYPE, "preshift_bits": preshift, "hash": "identity",
-            "minishard_bits": inside_bits - preshift, "shard_bits": max(0, grid_bits - inside_bits),
-            "minishard_index_encoding": "gzip", "data_encoding": data_encoding}
+            best = inside
+    return sharding.volume_sharding(best, bits, data_encoding)
 
 
 # -- which voxels a task makes, and how --------------------------------------------------------------------
@@ -354,7 +346,7 @@ def plan_pyramid(info: LayerInfo, mip: int, factors: list[Vec], *, chunk_size: S
     unit = lcm_unit(units)
     block = choose_block(source.bounds, unit, bytes_per_voxel, budget, full_xy=full_xy)
     if sharded:
-        data_encoding = "raw" if (encoding or source.encoding) in ("jpeg", "png") else "gzip"
+        data_encoding = sharding.volume_data_encoding(encoding or source.encoding)
         scales = [replace(s, sharding=shard_for_block(s, [b // st for b, st in zip(block, stv)], data_encoding))
                   for s, stv in zip(scales, level_strides)]
     return Pyramid(factors, scales, block, unit)
@@ -368,7 +360,7 @@ def plan_new_layer(info: LayerInfo, factors: list[Vec], *, sharded: bool, budget
     by the same tasks (see ``level_boxes`` for which voxels each task makes).
     """
     base = info.scales[0]
-    data_encoding = "raw" if base.encoding in ("jpeg", "png") else "gzip"
+    data_encoding = sharding.volume_data_encoding(base.encoding)
     if factors:
         pyramid = plan_pyramid(info, 0, factors, chunk_size=None, encoding=None, sharded=sharded, budget=budget,
                                bytes_per_voxel=bytes_per_voxel, full_xy=full_xy)
@@ -376,7 +368,8 @@ def plan_new_layer(info: LayerInfo, factors: list[Vec], *, sharded: bool, budget
             base = replace(base, sharding=shard_for_block(base, pyramid.block, data_encoding))
         return replace(info, scales=(base, *pyramid.scales)), pyramid.block
     if sharded:
-        base = replace(base, sharding=choose_sharding(base.size, base.chunk_size, info.dtype.itemsize * info.num_channels,
-                                                      base.encoding, shard_bytes=max(base.chunk_size[0], int(budget // bytes_per_voxel))))
+        base = replace(base, sharding=sharding.choose_volume_sharding(
+            base.size, base.chunk_size, info.dtype.itemsize * info.num_channels, base.encoding,
+            shard_bytes=max(base.chunk_size[0], int(budget // bytes_per_voxel))))
     block = choose_block(base.bounds, write_unit(base), bytes_per_voxel, budget, full_xy=full_xy)
     return replace(info, scales=(base,)), block

@@ -157,7 +157,7 @@ class SkeletonMergeTask(Task):
             cable += length
             written[label] = skeletons.encode(fused, attributes)
         if self.sharded:
-            spec = sharding.uint64_sharding(self.partition_bits, self.minishard_bits, "gzip")
+            spec = sharding.object_sharding(self.partition_bits, self.minishard_bits, "gzip")
             shard_file = f"{self.skeleton_dir}/{sharding.shard_name(self.partition, spec)}"
             if not (self.keep_others and previous):
                 kv.delete(shard_file)  # a whole run rewrites its shard: no stale objects survive
@@ -235,7 +235,7 @@ def plan(
     bits, minishard_bits = objects.partitions(existing, blocks, region.size, sharded)
     attributes = skeletons.vertex_attributes(cross_sections)
     skeleton_info = skeletons.skeleton_info(
-        attributes, sharding.uint64_sharding(bits, minishard_bits, "gzip") if sharded else None,
+        attributes, sharding.object_sharding(bits, minishard_bits, "gzip") if sharded else None,
         {"mip": mip, "pumice_partition": [bits, minishard_bits]})
 
     params = {"mip": mip, "block": list(block), "teasar": [teasar_scale, teasar_const], "dust_threshold": dust_threshold,

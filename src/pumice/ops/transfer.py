@@ -61,18 +61,11 @@ class CopyChunksTask(Task):
             dest.write_chunk_files([c for c, _ in written], [f for _, f in written], 0)
             return {"voxels": box.size, "bytes_copied": sum(len(f) for _, f in written)}
         names = [src.shard_file(s, self.mip) for s in grid_blocks(box, write_unit(scale), scale.voxel_offset)]
-        futures = [(name, src.kv._store.read(name)) for name in names]
         dest_key = dest.info.scale(0).key
-        copied = 0
-        writes = []
-        for name, future in futures:
-            result = future.result()
-            if result.state == "value":
-                writes.append(dest.kv._store.write(dest_key + "/" + name.split("/", 1)[1], result.value))
-                copied += len(result.value)
-        for w in writes:
-            w.result()
-        return {"voxels": box.size, "bytes_copied": copied}
+        shards = [(f"{dest_key}/{name.split('/', 1)[1]}", data) for name, data in zip(names, src.kv.get_many(names))
+                  if data is not None]
+        dest.kv.put_many(shards)
+        return {"voxels": box.size, "bytes_copied": sum(len(data) for _, data in shards)}
 
 
 @planner

@@ -14,11 +14,11 @@ import numpy as np
 
 from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, Vec, vec
+from .sharding import SHARDING_TYPE, choose_volume_sharding
 
 LAYER_TYPES = ("image", "segmentation")
 DTYPES = ("uint8", "uint16", "uint32", "uint64", "float32")
 ENCODINGS = ("raw", "jpeg", "png", "compressed_segmentation")
-SHARDING_TYPE = "neuroglancer_uint64_sharded_v1"
 
 
 def check_encoding(layer_type: str, dtype: str, encoding: str, channels: int) -> None:
@@ -192,30 +192,6 @@ class LayerInfo:
         return replace(self, scales=tuple(scales))
 
 
-def choose_sharding(size: Sequence[int], chunk: Sequence[int], bytes_per_voxel: int, encoding: str,
-                    shard_bytes: int = 256 * 1024 * 1024) -> dict:
-    """Shard parameters for a volume scale.
-
-    Identity hashing of compressed Morton codes makes every shard an aligned box of 2^k chunks, so
-    a task that writes whole shards never shares one with another task. k is the largest that
-    keeps a shard's uncompressed bytes within ``shard_bytes``.
-    """
-    grid = [math.ceil(s / c) for s, c in zip(size, chunk)]
-    grid_bits = sum(max(0, math.ceil(math.log2(g))) for g in grid)
-    chunk_bytes = int(np.prod(chunk)) * bytes_per_voxel
-    k = max(0, min(grid_bits, int(math.floor(math.log2(max(1, shard_bytes // chunk_bytes))))))
-    preshift = min(k, 3)  # minishards of up to 8 chunks: a small index to read per chunk
-    return {
-        "@type": SHARDING_TYPE,
-        "preshift_bits": preshift,
-        "hash": "identity",
-        "minishard_bits": k - preshift,
-        "shard_bits": max(0, grid_bits - k),
-        "minishard_index_encoding": "gzip",
-        "data_encoding": "raw" if encoding in ("jpeg", "png") else "gzip",
-    }
-
-
 def new_info(*, layer_type: str, dtype: str, num_channels: int, size: Sequence[int], resolution: Sequence[float],
              voxel_offset: Sequence[int], chunk_size: Sequence[int], encoding: str, sharded: bool = False) -> LayerInfo:
     """An info with one scale, validated."""
@@ -229,7 +205,7 @@ def new_info(*, layer_type: str, dtype: str, num_channels: int, size: Sequence[i
         raise PumiceError(f"--resolution must be positive in every axis, got {','.join(map(str, resolution))}")
     sharding = None
     if sharded:
-        sharding = choose_sharding(size, chunk_size, np.dtype(dtype).itemsize * num_channels, encoding)
+        sharding = choose_volume_sharding(size, chunk_size, np.dtype(dtype).itemsize * num_channels, encoding)
     scale = Scale(
         key=scale_key(resolution),
         size=vec(size),

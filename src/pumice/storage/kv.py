@@ -56,6 +56,18 @@ class KV:
         futures = [self._store.read(k) for k in keys]
         return [bytes(r.value) if (r := f.result()).state == "value" else None for f in futures]
 
+    def exist_many(self, keys: list[str]) -> list[bool]:
+        """Whether each key exists (reads of zero bytes, all in flight at once)."""
+        futures = [self._store.read(k, byte_range=slice(0, 0)) for k in keys]
+        return [f.result().state == "value" for f in futures]
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Write values concurrently."""
+        if not urls.is_writable(self.url):
+            raise LayerError(f"{urls.display(self.url)} is read-only (http); write to a local path, gs:// or s3:// instead")
+        for f in [self._store.write(k, v) for k, v in items]:
+            f.result()
+
     def get_json(self, key: str) -> Any:
         data = self.get(key)
         if data is None:

@@ -20,6 +20,7 @@ from ..geometry import Bbox, Vec, format_vec, grid_blocks
 from . import urls
 from .info import LayerInfo, write_unit
 from .kv import KV, context, open_kv
+from .sharding import shard_name
 
 
 # ISA-L (python-isal) level 1: on the benchmark's EM image 407 MB/s per core at ratio 0.77, against
@@ -220,11 +221,9 @@ class Layer:
         exists (a sparse or empty scale), list the chunk names of a few x planes of the grid. Never
         the whole scale: its listing grows with the volume, and a task's memory must not."""
         scale = self.info.scale(mip)
-        store = self.kv._store
         sample = self._sample_chunks(mip)
-        futures = [(s, store.read(self.chunk_key(c, mip) + s, byte_range=slice(0, 0)))
-                   for c in sample for s in CHUNK_FILE_SUFFIXES]
-        found = {s for s, f in futures if f.result().state == "value"}
+        names = [(s, self.chunk_key(c, mip) + s) for c in sample for s in CHUNK_FILE_SUFFIXES]
+        found = {s for (s, _), there in zip(names, self.kv.exist_many([n for _, n in names])) if there}
         if found:
             return tuple(sorted(found))
         planes = sorted({f"{scale.key}/{c.minpt[0]}-{c.maxpt[0]}_" for c in sample})
@@ -260,16 +259,17 @@ class Layer:
         in any scale, so a strict read (``require_chunks``) never misses chunks the probe's sample
         did not see. ``whole=False`` fetches no bytes: existence only.
         """
-        store = self.kv._store
         keys = [self.chunk_key(c, mip) for c in chunks]
-        byte_range = None if whole else slice(0, 0)
-        futures = [store.read(k, byte_range=byte_range) for k in keys]
-        found: list[tuple[str, bytes] | None] = [("", r.value) if (r := f.result()).state == "value" else None for f in futures]
+
+        def fetch(names: list[str]) -> list[bytes | None]:
+            return self.kv.get_many(names) if whole else [b"" if there else None for there in self.kv.exist_many(names)]
+
+        found: list[tuple[str, bytes] | None] = [None if v is None else ("", v) for v in fetch(keys)]
         absent = [i for i, f in enumerate(found) if f is None]
-        compressed = [(i, s, store.read(keys[i] + s, byte_range=byte_range)) for i in absent for s in COMPRESSED_SUFFIXES]
-        for i, suffix, future in compressed:
-            if (r := future.result()).state == "value" and found[i] is None:
-                found[i] = (suffix, r.value)
+        tries = [(i, s) for i in absent for s in COMPRESSED_SUFFIXES]
+        for (i, suffix), value in zip(tries, fetch([keys[i] + s for i, s in tries])):
+            if value is not None and found[i] is None:
+                found[i] = (suffix, value)
         seen = {f[0] for f in found if f is not None}
         known = self.seen_chunk_suffixes(mip)
         if not seen <= set(known):  # the probe's sample missed them: reads and writes from now on know
@@ -284,9 +284,7 @@ class Layer:
     def write_chunk_files(self, chunks: Sequence[Bbox], files: Sequence[bytes], mip: int = 0) -> None:
         """Store encoded chunks (e.g. copied from another layer) in an unsharded scale, under plain names."""
         stale = self._compressed_siblings(chunks, mip)
-        store = self.kv._store
-        for write in [store.write(self.chunk_key(c, mip), f) for c, f in zip(chunks, files)]:
-            write.result()
+        self.kv.put_many([(self.chunk_key(c, mip), f) for c, f in zip(chunks, files)])
         self.kv.delete_many(stale)
         self._wrote_plain_chunks(mip)
 
@@ -367,8 +365,7 @@ class Layer:
         sharding = self.info.scale(mip).sharding
         chunk_id = int.from_bytes(self._chunk_id(shard_box, mip), "big")
         shard = (chunk_id >> (sharding["preshift_bits"] + sharding["minishard_bits"])) & ((1 << sharding["shard_bits"]) - 1)
-        digits = max(1, -(-sharding["shard_bits"] // 4))
-        return f"{self.info.scale(mip).key}/{shard:0{digits}x}.shard"
+        return f"{self.info.scale(mip).key}/{shard_name(shard, sharding)}"
 
     def missing_chunks(self, bbox: Bbox, mip: int = 0) -> list[Bbox]:
         """Chunks of ``bbox`` that were never written (reads of zero bytes, all in flight at once)."""

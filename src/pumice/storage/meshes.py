@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .sharding import hashed, uint64_sharding
+from .sharding import hashed
 
 LEGACY_INFO = {"@type": "neuroglancer_legacy_mesh"}
 MULTIRES_TYPE = "neuroglancer_multilod_draco"
@@ -33,10 +33,6 @@ def legacy_manifest(fragments: Sequence[str]) -> dict:
 
 
 # -- sharding ------------------------------------------------------------------------------------
-def mesh_sharding(shard_bits: int, minishard_bits: int) -> dict:
-    return uint64_sharding(shard_bits, minishard_bits)
-
-
 def encode_shard(entries: dict[int, tuple[bytes, bytes]], spec: dict) -> bytes:
     """One shard file: ``entries`` maps id -> (data placed before the value, the value).
 
