@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test test-fast bench browser-deps clean
+.PHONY: demo test test-fast lint bench browser-deps clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Pumice needs Python >= 3.11; set PYTHON=python3.11")'
@@ -28,11 +28,14 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
 		|| echo "chromium could not be installed: browser tests will be skipped"; }
 
-test: $(VENV)/.dev browser-deps
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests benchmarks
+
+test: $(VENV)/.dev browser-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The inner loop: everything but real-data, browser and other slow tests.
-test-fast: $(VENV)/.dev
+test-fast: $(VENV)/.dev lint
 	$(BIN)/python -m pytest -q -m "not slow" -x
 
 bench: $(VENV)/.dev

@@ -30,6 +30,18 @@ def cli(capsys):
 
 
 @pytest.fixture
+def ingest_ok(cli):
+    """``ingest_ok(source, dest, *options)``: run ``pumice ingest`` and require success; returns stderr."""
+
+    def run(source, dest, *options) -> str:
+        code, out, err = cli("ingest", source, dest, *options)
+        assert code == 0, f"ingest failed ({code}): {err}"
+        return err
+
+    return run
+
+
+@pytest.fixture
 def shared_data():
     """``shared_data(name)``: a file of ../shared/data, or skip the test when it is absent."""
 

@@ -57,11 +57,18 @@ class Task:
         return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
-def task_from_json(data: dict[str, Any]) -> Task:
-    name = data["task"]
+def task_class(name: str) -> type[Task]:
+    """The task class registered under ``name``, importing operation modules as needed (a worker
+    process has imported nothing; a long-lived one may predate a module added since)."""
     if name not in _REGISTRY:
-        importlib.import_module("pumice.ops")  # registers every operation's tasks
-    cls = _REGISTRY[name]
+        importlib.import_module("pumice.ops").discover()
+    if name not in _REGISTRY:
+        raise KeyError(f"no task named {name!r}: is its operation's module in pumice/ops?")
+    return _REGISTRY[name]
+
+
+def task_from_json(data: dict[str, Any]) -> Task:
+    cls = task_class(data["task"])
     fields = {f.name for f in dataclasses.fields(cls)}
     args = data["args"]
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in args.items() if k in fields})

@@ -1,5 +1,6 @@
 """Acceptance: every operation writes the same bytes on the local runner, on a Dask LocalCluster
-with 2 workers, through fq:// with 2 `pumice worker` processes, and through SQS on moto's server."""
+with 2 workers, through fq:// with 2 `pumice worker` processes, and through SQS on moto's server.
+The cases are the ones each operation's test module declares (RUNNER_CASES, tests/framework.py)."""
 
 from __future__ import annotations
 
@@ -9,79 +10,20 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from framework import declared
 
 from pumice.execution.transport import open_queue
 
 
-def _image(root: Path) -> Path:
-    data = np.random.default_rng(3).integers(0, 255, (32, 64, 96), dtype=np.uint8)  # z, y, x
-    np.save(root / "img.npy", data)
-    return root / "img.npy"
-
-
-def _labels(root: Path) -> Path:
-    shape = (48, 48, 32)  # x, y, z
-    x, y, z = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
-    lab = np.zeros(shape, np.uint32)
-    lab[(x - 24) ** 2 + (y - 24) ** 2 < 36] = 1  # a tube along z
-    lab[(x - 10) ** 2 + (y - 30) ** 2 + (z - 16) ** 2 < 60] = 2
-    lab[(y - 8) ** 2 + (z - 16) ** 2 < 16] = 3  # a tube along x
-    np.save(root / "lab.npy", lab.transpose(2, 1, 0))
-    return root / "lab.npy"
-
-
-IMAGE = ["--resolution", "4,4,40", "--chunk-size", "32,32,8"]
-LABELS = ["--resolution", "8,8,8", "--chunk-size", "16,16,16"]
+# Every operation's cases, declared by its own test module (tests/framework.py).
+CASES = declared("RUNNER_CASES")
+OPERATIONS = sorted(CASES)
 
 
 def _setup(cli, root: Path, operation: str) -> tuple[list[str], Path]:
-    """Prepare the input in ``root``; return the command (without runner options) and the folder to compare."""
-    def ingest(source, name, options):
-        code, _, err = cli("ingest", source, root / name, *options, "--no-progress")
-        assert code == 0, err
-        return root / name
-
-    if operation == "ingest":
-        return ["ingest", str(_image(root)), str(root / "out"), *IMAGE, "--memory", "100KB"], root / "out"
-    if operation == "downsample":
-        layer = ingest(_image(root), "img", IMAGE)
-        return ["downsample", str(layer), "--num-mips", "2", "--memory", "100KB"], layer
-    if operation == "transfer":
-        layer = ingest(_image(root), "img", IMAGE)
-        return ["transfer", str(layer), str(root / "out"), "--chunk-size", "16,16,8", "--num-mips", "1",
-                "--memory", "100KB"], root / "out"
-    if operation == "delete":
-        layer = ingest(_image(root), "img", IMAGE)
-        return ["delete", str(layer), "--bounds", "0,0,0,64,64,16"], layer
-    if operation in ("mesh", "skeleton"):
-        layer = ingest(_labels(root), "lab", LABELS)
-        extra = ["--sharded"] if operation == "mesh" else ["--dust-threshold", "10", "--min-cable", "0"]
-        return [operation, str(layer), "--shape", "16,16,16", *extra], layer
-    if operation == "quantize":
-        data = np.random.default_rng(5).uniform(-0.2, 1.2, (3, 16, 32, 32)).astype(np.float32)
-        np.save(root / "aff.npy", data)
-        layer = ingest(root / "aff.npy", "aff", ["--axes", "czyx", "--resolution", "8,8,40", "--chunk-size", "16,16,8"])
-        return ["quantize", str(layer), str(root / "out"), "--memory", "100KB"], root / "out"
-    if operation == "levels":
-        layer = ingest(_image(root), "img", IMAGE)
-        return ["contrast", "levels", str(layer), "--coverage", "0.3"], layer
-    if operation == "normalize":
-        layer = ingest(_image(root), "img", IMAGE)
-        code, _, err = cli("contrast", "levels", str(layer), "--no-progress")
-        assert code == 0, err
-        return ["contrast", "normalize", str(layer), str(root / "out"), "--num-mips", "1", "--memory", "100KB"], root / "out"
-    if operation == "clahe":
-        layer = ingest(_image(root), "img", IMAGE)
-        return ["contrast", "clahe", str(layer), str(root / "out"), "--tile-size", "16", "--memory", "100KB"], root / "out"
-    if operation == "probe":
-        return ["probe", str(root / "out"), "--tasks", "30", "--stages", "2"], root / "out"
-    raise AssertionError(operation)
-
-
-OPERATIONS = ["ingest", "downsample", "transfer", "delete", "mesh", "skeleton", "quantize", "levels", "normalize", "clahe",
-              "probe"]
+    return CASES[operation](cli, root)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ import tensorstore as ts
 from cloudvolume import CloudVolume
 from PIL import Image
 
+from framework import IMAGE, Resume, ingested, runner_image
+
 from pumice.sample import make_em_sample
 
 
@@ -234,22 +236,34 @@ def test_bad_input_is_one_clear_line(drifted, tmp_path, cli):
         assert len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("verb", ["normalize", "clahe"])
-def test_killed_midway_resumes_to_identical_bytes(tmp_path, cli, processes, files_of, verb):
-    from pumice.execution.ledger import Ledger
-    from pumice.ops import clahe, normalize
+# -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
 
-    stack = make_em_sample((32, 128, 160), seed=6)[0]
-    layer = _ingest(cli, tmp_path, "em", stack, "16,16,4")
-    assert cli("contrast", "levels", layer, "--no-progress")[0] == 0
-    options = ["--memory", "12KB", "--workers", "2", "--no-progress"] + (["--tile-size", "16"] if verb == "clahe" else [])
-    processes.run("contrast", verb, layer, tmp_path / "ref", *options)
-    planner = normalize.plan if verb == "normalize" else clahe.plan
-    extra = {"tile_size": 16} if verb == "clahe" else {}
-    plan, _ = planner(str(layer), str(tmp_path / "out"), memory=12_000, **extra)
-    assert plan.task_count >= 100
-    done = processes.kill_midway(Ledger(str(tmp_path / "out"), plan.job_id), verb, plan.task_count,
-                                 "contrast", verb, layer, tmp_path / "out", *options)
-    out = processes.run("contrast", verb, layer, tmp_path / "out", *options)
-    assert f"({plan.task_count - len(done)} run, {len(done)} already done" in out
-    assert files_of(tmp_path / "out") == files_of(tmp_path / "ref")
+def _levels_case(cli, root):
+    layer = ingested(cli, root, runner_image(root), "img", IMAGE)
+    return ["contrast", "levels", str(layer), "--coverage", "0.3"], layer
+
+
+def _normalize_case(cli, root):
+    layer = ingested(cli, root, runner_image(root), "img", IMAGE)
+    code, _, err = cli("contrast", "levels", str(layer), "--no-progress")
+    assert code == 0, err
+    return ["contrast", "normalize", str(layer), str(root / "out"), "--num-mips", "1", "--memory", "100KB"], root / "out"
+
+
+def _clahe_case(cli, root):
+    layer = ingested(cli, root, runner_image(root), "img", IMAGE)
+    return ["contrast", "clahe", str(layer), str(root / "out"), "--tile-size", "16", "--memory", "100KB"], root / "out"
+
+
+def _resume_case(verb: str):
+    def setup(cli, root):
+        root.mkdir(parents=True, exist_ok=True)
+        layer = _ingest(cli, root, "em", make_em_sample((32, 128, 160), seed=6)[0], "16,16,4")
+        assert cli("contrast", "levels", layer, "--no-progress")[0] == 0
+        return ["contrast", verb, str(layer), str(root / "out"), "--memory", "12KB",
+                *(["--tile-size", "16"] if verb == "clahe" else [])], root / "out"
+    return setup
+
+
+RUNNER_CASES = {"levels": _levels_case, "normalize": _normalize_case, "clahe": _clahe_case}
+RESUME_CASES = {"normalize": Resume(_resume_case("normalize"), "normalize"), "clahe": Resume(_resume_case("clahe"), "clahe")}

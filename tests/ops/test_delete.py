@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 from cloudvolume import CloudVolume
+from framework import IMAGE, ingested, runner_image
 
 
 @pytest.fixture
@@ -91,3 +92,13 @@ def test_bad_input(pyramid, cli, args, message, files_of):
 def test_delete_missing_layer(tmp_path, cli):
     code, _, err = cli("delete", tmp_path / "nothing")
     assert code == 2 and "no Precomputed layer" in err
+
+
+# -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
+
+def _runner_case(cli, root):
+    layer = ingested(cli, root, runner_image(root), "img", IMAGE)
+    return ["delete", str(layer), "--bounds", "0,0,0,64,64,16"], layer
+
+
+RUNNER_CASES = {"delete": _runner_case}

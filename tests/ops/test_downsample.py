@@ -11,6 +11,7 @@ import tensorstore as ts
 from cloudvolume import CloudVolume
 
 from reference import global_grid_levels
+from framework import IMAGE, Resume, ingest_array, ingested, runner_image
 
 OFFSET = (3, 7, 11)
 
@@ -191,22 +192,6 @@ def test_bad_input_missing_layer_and_conflicting_mip(tmp_path, cli):
     assert code == 0 and "already done" in out
 
 
-def test_sigkill_midway_then_rerun_gives_identical_bytes(tmp_path, cli, processes, files_of):
-    from pumice.execution.ledger import Ledger
-    from pumice.ops import downsample
-
-    data = make("uint16", (512, 512, 64), seed=3)
-    for name in ("ref", "out"):
-        ingest(cli, tmp_path, data, name)
-    args = ["--num-mips", "2", "--factor", "2,2,1", "--memory", "300KB", "--workers", "2", "--no-progress"]
-    processes.run("downsample", tmp_path / "ref", *args)
-    plan, _ = downsample.plan(str(tmp_path / "out"), num_mips=2, factor=(2, 2, 1), memory=300_000)
-    assert plan.task_count >= 64
-    ledger = Ledger(str(tmp_path / "out"), plan.job_id)
-    done = processes.kill_midway(ledger, "downsample", plan.task_count, "downsample", tmp_path / "out", *args)
-    out = processes.run("downsample", tmp_path / "out", *args)
-    assert f"({plan.task_count - len(done)} run, {len(done)} already done" in out
-    assert files_of(tmp_path / "out") == files_of(tmp_path / "ref")
 
 
 def test_thin_edge_blocks_still_equal_whole_array_reference(tmp_path, cli):
@@ -217,3 +202,21 @@ def test_thin_edge_blocks_still_equal_whole_array_reference(tmp_path, cli):
     assert cli("downsample", path, "--num-mips", "2", "--factor", "2,2,1", "--memory", "1KB")[0] == 0
     for mip, expected in enumerate(reference(data, (2, 2, 1), 2, "average"), start=1):
         np.testing.assert_array_equal(read_mip(path, mip)[0], expected)
+
+
+# -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
+
+def _runner_case(cli, root):
+    layer = ingested(cli, root, runner_image(root), "img", IMAGE)
+    return ["downsample", str(layer), "--num-mips", "2", "--memory", "100KB"], layer
+
+
+def _resume_case(cli, root):
+    root.mkdir(parents=True, exist_ok=True)
+    path = ingest_array(cli, root / "layer", make("uint16", (512, 512, 64), seed=3), "--resolution", "4,4,40",
+                        "--offset", ",".join(map(str, OFFSET)), "--chunk-size", "32,32,8")
+    return ["downsample", str(path), "--num-mips", "2", "--factor", "2,2,1", "--memory", "300KB"], path
+
+
+RUNNER_CASES = {"downsample": _runner_case}
+RESUME_CASES = {"downsample": Resume(_resume_case, "downsample")}

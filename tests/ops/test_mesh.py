@@ -9,6 +9,7 @@ from cloudvolume import CloudVolume
 
 from pumice.ops import mesh
 from pumice.storage import meshes, sharding
+from framework import LABELS, Resume, ingest_array, ingested, runner_labels
 
 RES = (8.0, 8.0, 12.0)
 OFFSET = (3, 7, 11)
@@ -245,3 +246,38 @@ def test_read_only_layer_is_refused(seg, cli):
         code, _, err = cli("mesh", f"precomputed://{server.url_for('data')}/{path.name}")
     assert code == 2 and "read-only" in err and "Traceback" not in err
     assert not (path / "mesh").exists()
+
+
+# -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
+
+def _balls() -> np.ndarray:
+    """Overlapping random balls in 128 x 96 x 64: objects that cross many blocks, so merges weld fragments."""
+    rng = np.random.default_rng(4)
+    shape = (128, 96, 64)
+    x, y, z = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    lab = np.zeros(shape, np.uint32)
+    for label in range(1, 61):
+        c = rng.uniform(0, shape)
+        r = rng.uniform(4, 14)
+        lab[(x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 < r * r] = label
+    return lab
+
+
+def _runner_case(cli, root):
+    layer = ingested(cli, root, runner_labels(root), "lab", LABELS)
+    return ["mesh", str(layer), "--shape", "16,16,16", "--sharded"], layer
+
+
+def _resume_case(sharded: bool):
+    def setup(cli, root):
+        root.mkdir(parents=True, exist_ok=True)
+        layer = ingest_array(cli, root / "lab", _balls(), "--resolution", "8,8,10", "--chunk-size", "32,32,32")
+        return ["mesh", str(layer), "--shape", "16,16,16", *(["--sharded"] if sharded else [])], layer  # 192 forge tasks
+    return setup
+
+
+RUNNER_CASES = {"mesh": _runner_case}
+RESUME_CASES = {"mesh-forge": Resume(_resume_case(False), "forge", slow=True),
+                "mesh-forge-sharded": Resume(_resume_case(True), "forge", slow=True),
+                "mesh-merge": Resume(_resume_case(False), "merge", slow=True),
+                "mesh-merge-sharded": Resume(_resume_case(True), "merge", slow=True)}

@@ -9,6 +9,7 @@ import tensorstore as ts
 from cloudvolume import CloudVolume
 
 from pumice.ops.quantize import quantize
+from framework import ingested
 
 
 def _affinities(root):
@@ -81,3 +82,15 @@ def test_bad_input_is_one_clear_line(affinity_layer, tmp_path, cli):
     code, _, err = cli("quantize", layer, tmp_path / "x", "--nan-value", "2")
     assert code == 2 and "--nan-value must lie in 0..1" in err
     assert not (tmp_path / "x").exists()
+
+
+# -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
+
+def _runner_case(cli, root):
+    data = np.random.default_rng(5).uniform(-0.2, 1.2, (3, 16, 32, 32)).astype(np.float32)
+    np.save(root / "aff.npy", data)
+    layer = ingested(cli, root, root / "aff.npy", "aff", ["--axes", "czyx", "--resolution", "8,8,40", "--chunk-size", "16,16,8"])
+    return ["quantize", str(layer), str(root / "out"), "--memory", "100KB"], root / "out"
+
+
+RUNNER_CASES = {"quantize": _runner_case}

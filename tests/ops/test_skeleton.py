@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 from cloudvolume import CloudVolume
+from framework import LABELS, Resume, ingest_array, ingested, runner_labels
 
 RES = (8.0, 8.0, 10.0)
 OFFSET = (5, 3, 2)
@@ -158,3 +159,37 @@ def test_cross_sections(seg, cli):
     section = (lab[80] == TUBE[0]).sum() * RES[1] * RES[2]  # the tube's section across x, from its voxels
     middle = (s.vertices[:, 0] / RES[0] - OFFSET[0] > 30) & (s.vertices[:, 0] / RES[0] - OFFSET[0] < 130)
     assert abs(np.median(area[middle]) - section) / section < 0.25, (np.median(area[middle]), section)
+
+
+# -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
+
+def _balls() -> np.ndarray:
+    """Overlapping random balls in 128 x 96 x 64: objects that cross many blocks, so merges weld fragments."""
+    rng = np.random.default_rng(4)
+    shape = (128, 96, 64)
+    x, y, z = np.meshgrid(*(np.arange(n) for n in shape), indexing="ij")
+    lab = np.zeros(shape, np.uint32)
+    for label in range(1, 61):
+        c = rng.uniform(0, shape)
+        r = rng.uniform(4, 14)
+        lab[(x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 < r * r] = label
+    return lab
+
+
+def _runner_case(cli, root):
+    layer = ingested(cli, root, runner_labels(root), "lab", LABELS)
+    return ["skeleton", str(layer), "--shape", "16,16,16", "--dust-threshold", "10", "--min-cable", "0"], layer
+
+
+def _resume_case(sharded: bool):
+    def setup(cli, root):
+        root.mkdir(parents=True, exist_ok=True)
+        layer = ingest_array(cli, root / "lab", _balls(), "--resolution", "8,8,10", "--chunk-size", "32,32,32")
+        return ["skeleton", str(layer), "--shape", "16,16,16", "--dust-threshold", "100", "--min-cable", "0",
+                *(["--sharded"] if sharded else [])], layer
+    return setup
+
+
+RUNNER_CASES = {"skeleton": _runner_case}
+RESUME_CASES = {"skeleton-forge-sharded": Resume(_resume_case(True), "forge", slow=True),
+                "skeleton-merge": Resume(_resume_case(False), "merge", slow=True)}

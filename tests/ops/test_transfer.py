@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 from cloudvolume import CloudVolume
+from framework import IMAGE, Resume, ingested, runner_image
 
 OFFSET = (3, 7, 11)
 SHAPE = (141, 99, 37)  # X, Y, Z
@@ -146,20 +147,6 @@ def test_file_to_s3_to_file(tmp_path, cli, s3_env):
     np.testing.assert_array_equal(via_cv, data)
 
 
-def test_sigkill_midway_then_rerun_gives_identical_bytes(tmp_path, cli, processes, files_of):
-    from pumice.execution.ledger import Ledger
-    from pumice.ops import transfer
-
-    src, _ = make_layer(cli, tmp_path, "uint16")
-    args = ["--chunk-size", "16,16,8", "--memory", "50KB", "--workers", "2", "--no-progress"]
-    processes.run("transfer", src, tmp_path / "ref", *args)
-    plan, _ = transfer.plan(str(src), str(tmp_path / "out"), chunk_size=(16, 16, 8), memory=50_000)
-    assert plan.task_count >= 60
-    ledger = Ledger(str(tmp_path / "out"), plan.job_id)
-    done = processes.kill_midway(ledger, "transfer", plan.task_count, "transfer", src, tmp_path / "out", *args)
-    out = processes.run("transfer", src, tmp_path / "out", *args)
-    assert f"({plan.task_count - len(done)} run, {len(done)} already done" in out
-    assert files_of(tmp_path / "out") == files_of(tmp_path / "ref")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -185,3 +172,21 @@ def test_bad_input_source_and_destination(tmp_path, cli):
     assert code == 2 and "already holds a different layer" in err
     code, _, err = cli("transfer", src, src)
     assert code == 2 and "same layer" in err
+
+
+# -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
+
+def _runner_case(cli, root):
+    layer = ingested(cli, root, runner_image(root), "img", IMAGE)
+    return ["transfer", str(layer), str(root / "out"), "--chunk-size", "16,16,8", "--num-mips", "1", "--memory", "100KB"], \
+        root / "out"
+
+
+def _resume_case(cli, root):
+    root.mkdir(parents=True, exist_ok=True)
+    src, _ = make_layer(cli, root, "uint16")
+    return ["transfer", str(src), str(root / "out"), "--chunk-size", "16,16,8", "--memory", "50KB"], root / "out"
+
+
+RUNNER_CASES = {"transfer": _runner_case}
+RESUME_CASES = {"transfer": Resume(_resume_case, "transfer")}

@@ -220,7 +220,7 @@ def plan_record(plan: Plan) -> dict[str, Any]:
     """--dry-run --json: the plan as data."""
     return {"operation": plan.operation, "job": plan.job_id, "destination": urls.display(plan.destination),
             "stages": {s.name: s.count for s in plan.stages}, "tasks": plan.task_count, "description": plan.description,
-            "params": plan.params}
+            "params": plan.params, "recipe": plan.recipe}
 
 
 def summary_record(plan: Plan, report: local.RunReport) -> dict[str, Any]:

@@ -6,6 +6,14 @@ worker can rebuild any task from its name: a new ``ops/<name>.py`` needs no list
 
 import importlib
 import pkgutil
+import sys
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+
+def discover() -> None:
+    """Import every module of this package not imported yet (their tasks register themselves)."""
+    for module in pkgutil.iter_modules(__path__):
+        if f"{__name__}.{module.name}" not in sys.modules:
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+discover()

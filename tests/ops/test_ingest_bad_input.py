@@ -260,7 +260,7 @@ def test_table_is_big_enough():
 
 
 @pytest.mark.parametrize("build,keywords,runtime,existing", ROWS)
-def test_bad_input(tmp_path, capsys, pumice, build, keywords, runtime, existing):
+def test_bad_input(tmp_path, capsys, cli, build, keywords, runtime, existing):
     dest = tmp_path / "dest"
     if existing:
         existing(tmp_path, dest)
@@ -268,7 +268,7 @@ def test_bad_input(tmp_path, capsys, pumice, build, keywords, runtime, existing)
     capsys.readouterr()
     before = snapshot(tmp_path)
 
-    code, out, err = pumice("ingest", *argv)
+    code, out, err = cli("ingest", *argv)
 
     lines = err.splitlines()
     assert "Traceback" not in err
@@ -291,8 +291,8 @@ def test_bad_input(tmp_path, capsys, pumice, build, keywords, runtime, existing)
         assert not dest.exists(), "a fresh destination is removed when the input turns out bad mid-run"
 
 
-def test_debug_shows_traceback(tmp_path, pumice):
-    code, _, err = pumice("--debug", "ingest", tmp_path / "nope.npy", tmp_path / "dest", *RUN)
+def test_debug_shows_traceback(tmp_path, cli):
+    code, _, err = cli("--debug", "ingest", tmp_path / "nope.npy", tmp_path / "dest", *RUN)
     assert code == 2
     assert "Traceback" in err
     assert err.splitlines()[-1].startswith("pumice: error: no such file")

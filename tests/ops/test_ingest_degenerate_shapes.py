@@ -47,11 +47,11 @@ def read_tensorstore(path) -> np.ndarray:
 @pytest.mark.parametrize("sharded", [False, True], ids=["unsharded", "sharded"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", SHAPES_ZYX.values(), ids=SHAPES_ZYX.keys())
-def test_degenerate_npy_reads_back_equal(tmp_path, pumice, shape, kind, sharded):
+def test_degenerate_npy_reads_back_equal(tmp_path, cli, shape, kind, sharded):
     dtype, layer_type, encoding = KINDS[kind]
     data = volume_zyx(shape, dtype)
     np.save(tmp_path / "v.npy", data)
-    code, _, err = pumice("ingest", tmp_path / "v.npy", tmp_path / "l", "--resolution", "4,4,40", "--type", layer_type,
+    code, _, err = cli("ingest", tmp_path / "v.npy", tmp_path / "l", "--resolution", "4,4,40", "--type", layer_type,
                           "--offset", ",".join(map(str, OFFSET)), "--chunk-size", "8,8,4", "--workers", "1",
                           *(["--sharded"] if sharded else []))
     assert code == 0, err
@@ -63,11 +63,11 @@ def test_degenerate_npy_reads_back_equal(tmp_path, pumice, shape, kind, sharded)
 
 
 @pytest.mark.parametrize("shape_yx", [(1, 1), (40, 30), (1, 30)], ids=["1x1", "40x30", "1x30"])
-def test_single_section_image_stack_reads_back_equal(tmp_path, pumice, shape_yx):
+def test_single_section_image_stack_reads_back_equal(tmp_path, cli, shape_yx):
     section = volume_zyx((1, *shape_yx), "uint8")[0]
     (tmp_path / "stack").mkdir()
     Image.fromarray(section).save(tmp_path / "stack" / "s0.png")
-    code, _, err = pumice("ingest", tmp_path / "stack", tmp_path / "l", "--resolution", "4,4,40",
+    code, _, err = cli("ingest", tmp_path / "stack", tmp_path / "l", "--resolution", "4,4,40",
                           "--offset", ",".join(map(str, OFFSET)), "--workers", "1")
     assert code == 0, err
     expected = section.T[:, :, np.newaxis, np.newaxis]
@@ -78,15 +78,15 @@ def test_single_section_image_stack_reads_back_equal(tmp_path, pumice, shape_yx)
 @pytest.mark.parametrize("factor", ["auto", "2,2,2"])
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("shape", SHAPES_ZYX.values(), ids=SHAPES_ZYX.keys())
-def test_downsample_degenerate_builds_mips_or_says_nothing_to_do(tmp_path, pumice, shape, kind, factor):
+def test_downsample_degenerate_builds_mips_or_says_nothing_to_do(tmp_path, cli, shape, kind, factor):
     dtype, layer_type, _ = KINDS[kind]
     data = volume_zyx(shape, dtype)
     np.save(tmp_path / "v.npy", data)
-    code, _, err = pumice("ingest", tmp_path / "v.npy", tmp_path / "l", "--resolution", "4,4,40", "--type", layer_type,
+    code, _, err = cli("ingest", tmp_path / "v.npy", tmp_path / "l", "--resolution", "4,4,40", "--type", layer_type,
                           "--chunk-size", "8,8,4", "--workers", "1")
     assert code == 0, err
 
-    code, out, err = pumice("downsample", tmp_path / "l", "--factor", factor, "--workers", "1")
+    code, out, err = cli("downsample", tmp_path / "l", "--factor", factor, "--workers", "1")
     assert code == 0, err
     scales = json.loads((tmp_path / "l" / "info").read_text())["scales"]
     if "no mips to add" in out:  # the planner's note, on stdout since it is the whole result
@@ -102,9 +102,9 @@ def test_downsample_degenerate_builds_mips_or_says_nothing_to_do(tmp_path, pumic
         np.testing.assert_array_equal(cv[cv.bounds], expected[mip - 1][1], err_msg=f"mip {mip}")
 
 
-def _layer(tmp_path, pumice):
+def _layer(tmp_path, cli):
     np.save(tmp_path / "v.npy", volume_zyx((8, 16, 16), "uint8"))
-    code, _, err = pumice("ingest", tmp_path / "v.npy", tmp_path / "l", "--resolution", "4,4,40", "--chunk-size", "8,8,4")
+    code, _, err = cli("ingest", tmp_path / "v.npy", tmp_path / "l", "--resolution", "4,4,40", "--chunk-size", "8,8,4")
     assert code == 0, err
     return tmp_path / "l"
 
@@ -112,11 +112,11 @@ def _layer(tmp_path, pumice):
 @pytest.mark.parametrize("verb", ["transfer", "downsample", "delete"])
 @pytest.mark.parametrize("bounds, flat", [("4,0,0,4,16,8", "x1 <= x0"), ("0,9,0,16,3,8", "y1 <= y0"),
                                           ("0,0,2,16,16,2", "z1 <= z0")])
-def test_empty_bounds_are_refused_in_one_line(tmp_path, pumice, verb, bounds, flat):
-    layer = _layer(tmp_path, pumice)
+def test_empty_bounds_are_refused_in_one_line(tmp_path, cli, verb, bounds, flat):
+    layer = _layer(tmp_path, cli)
     info = (layer / "info").read_bytes()
     extra = [tmp_path / "copy"] if verb == "transfer" else []
-    code, out, err = pumice(verb, layer, *extra, "--bounds", bounds)
+    code, out, err = cli(verb, layer, *extra, "--bounds", bounds)
     assert code == 2 and err.count("\n") == 1, err
     assert f"--bounds {bounds} is an empty box ({flat})" in err
     assert (layer / "info").read_bytes() == info and not (tmp_path / "copy").exists()
