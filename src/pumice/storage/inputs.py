@@ -18,6 +18,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import PumiceError
 from . import bookkeeping, urls
 from .kv import open_kv
@@ -60,3 +62,67 @@ def read(given: str, what: str = "input file") -> bytes:
     if data is None:
         raise PumiceError(f"no {what} at {urls.display(url)}; check the path")
     return data
+
+
+# -- tables: uint64 key -> value pairs that tasks look up a page at a time ------------------------------
+# A mapping of a billion supervoxels is 16 GB; a task needs the rows of the few thousand labels in its
+# block. So a table is staged sorted by key, in pages, behind an index of each page's first key: a task
+# reads the header, the index and only the pages its keys fall in, one page at a time, and its memory
+# follows its block, not the table.
+
+TABLE_MAGIC = b"PUMTBL01"
+TABLE_PAGE = 65536  # pairs per page: 1 MiB
+
+
+def table_bytes(keys: np.ndarray, values: np.ndarray, page: int = TABLE_PAGE) -> bytes:
+    """The staged form of a table: header (magic, pairs per page, pairs), each page's first key, then the
+    pairs sorted by key, all little-endian uint64. ``keys`` must be unique."""
+    order = np.argsort(keys, kind="stable")
+    pairs = np.empty((len(keys), 2), dtype="<u8")
+    pairs[:, 0], pairs[:, 1] = np.asarray(keys, dtype=np.uint64)[order], np.asarray(values, dtype=np.uint64)[order]
+    index = pairs[::page, 0].astype("<u8")
+    header = np.array([page, len(keys)], dtype="<u8")
+    return TABLE_MAGIC + header.tobytes() + index.tobytes() + pairs.tobytes()
+
+
+def of_bytes(data: bytes, name: str, dest: str) -> SideInput:
+    """A side input whose bytes a planner made (e.g. a user's mapping in its staged table form)."""
+    digest = hashlib.sha256(data).hexdigest()
+    url = urls.join(urls.normalize(dest), f"{bookkeeping.INPUTS}/{digest[:16]}-{name}")
+    return _Made(url, url, digest, len(data), data)
+
+
+@dataclass(frozen=True)
+class _Made(SideInput):
+    data: bytes = b""
+
+    def put(self) -> None:
+        where, key = self.url.rsplit("/", 1)
+        kv = open_kv(where)
+        if kv.get_range(key, 0, 0) is None:
+            kv.put(key, self.data)
+
+
+def lookup(url: str, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values of ``keys`` in the staged table at ``url``, and which keys it holds (others get 0)."""
+    where, name = url.rsplit("/", 1)
+    kv = open_kv(where)
+    head = kv.get_range(name, 0, 24)
+    if head is None or head[:8] != TABLE_MAGIC:
+        raise PumiceError(f"{urls.display(url)} is not a staged table; rerun the command that staged it")
+    page, count = (int(v) for v in np.frombuffer(head[8:24], dtype="<u8"))
+    pages = -(-count // page)
+    first = np.frombuffer(kv.get_range(name, 24, 24 + 8 * pages) or b"", dtype="<u8")
+    start = 24 + 8 * pages
+    keys = np.asarray(keys, dtype=np.uint64)
+    values = np.zeros(len(keys), dtype=np.uint64)
+    found = np.zeros(len(keys), dtype=bool)
+    where_page = np.searchsorted(first, keys, side="right") - 1
+    for p in np.unique(where_page[where_page >= 0]):
+        lo, hi = int(p) * page, min((int(p) + 1) * page, count)
+        pairs = np.frombuffer(kv.get_range(name, start + 16 * lo, start + 16 * hi), dtype="<u8").reshape(-1, 2)
+        mine = np.flatnonzero(where_page == p)
+        at = np.searchsorted(pairs[:, 0], keys[mine])
+        hit = (at < len(pairs)) & (pairs[np.minimum(at, len(pairs) - 1), 0] == keys[mine])
+        values[mine[hit]], found[mine[hit]] = pairs[at[hit], 1], True
+    return values, found

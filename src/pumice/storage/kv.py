@@ -56,6 +56,11 @@ class KV:
         futures = [self._store.read(k) for k in keys]
         return [bytes(r.value) if (r := f.result()).state == "value" else None for f in futures]
 
+    def get_range(self, key: str, start: int, stop: int) -> bytes | None:
+        """Bytes [start, stop) of a value (a Range request on http, s3 and gs), None if it is missing."""
+        result = self._store.read(key, byte_range=slice(start, stop)).result()
+        return bytes(result.value) if result.state == "value" else None
+
     def exist_many(self, keys: list[str]) -> list[bool]:
         """Whether each key exists (reads of zero bytes, all in flight at once)."""
         futures = [self._store.read(k, byte_range=slice(0, 0)) for k in keys]
