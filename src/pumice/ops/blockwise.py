@@ -27,6 +27,7 @@ from ..geometry import Bbox, Vec, format_bytes, format_vec, vec
 from ..plan import Plan, Stage, Task
 from ..storage import urls
 from ..storage.info import LayerInfo, Scale, check_encoding, default_encoding, scale_key
+from ..storage.inputs import SideInput
 from ..storage.layer import Layer
 from .downsample import write_with_levels
 from .pyramid import global_grid_record, plan_factors, plan_new_layer, read_box, resolve_method
@@ -154,10 +155,15 @@ def plan_block_operation(operation: str, source: Layer, dest: str, *, mip: int, 
                          translate: Sequence[int] = (0, 0, 0), full_xy: bool = False, extra: dict | None = None,
                          params: dict[str, Any] | None = None, description: dict[str, Any] | None = None,
                          provenance: str | None = None, outcome: Callable[[dict[str, dict[str, float]]], str] | None = None,
-                         notes: list[str] | None = None) -> Plan:
+                         side_inputs: dict[str, SideInput] | None = None, notes: list[str] | None = None) -> Plan:
     """The plan of a ``BlockTask`` operation from ``source`` to a new layer at ``dest`` (see
     ``Layer.open_with_destination``). ``task(**fields)`` makes one task from the fields every
-    BlockTask has (a ``functools.partial`` of the class with the operation's own settings)."""
+    BlockTask has (a ``functools.partial`` of the class with the operation's own settings).
+
+    ``side_inputs``: planner argument -> the file staged for it (``storage.inputs``); its digest
+    goes into the params under the argument's name, its URL into the recipe, and it is put in place
+    before the first task.
+    """
     sscale = source.info.scale(mip)
     region = crop(source, mip, bounds)
     info, block, factors = new_layer(source, mip, region, layer_type=layer_type, data_type=data_type, channels=channels,
@@ -174,8 +180,10 @@ def plan_block_operation(operation: str, source: Layer, dest: str, *, mip: int, 
     def one(box: Bbox) -> Task:
         return task(bbox=tuple(box.to_list()), **common)
 
+    side_inputs = side_inputs or {}
     all_params = {"src": source.url, "region": region.to_list(), "info": info.to_json(), "block": list(block),
-                  "method": method, **(params or {}), **global_grid_record(info.scales[1:])}
+                  "method": method, **(params or {}), **global_grid_record(info.scales[1:]),
+                  **{name: staged.digest for name, staged in side_inputs.items()}}
     described = {
         "source": f"{urls.display(source.url)} mip {mip} ({sscale.key}): {source.info.type} {source.info.data_type} x "
                   f"{source.info.num_channels}" + (f", region {region}" if region != source.bounds(mip) else ""),
@@ -189,5 +197,13 @@ def plan_block_operation(operation: str, source: Layer, dest: str, *, mip: int, 
     }
     return Plan(operation, dest, all_params, [Stage.grid(operation, base.bounds, block, one, base.voxel_offset)],
                 description=described, outcome=outcome, fresh_destination=fresh, provenance=provenance or operation,
-                sources=[urls.display(source.url)], prepare=functools.partial(Layer.create, dest, info))
+                sources=[urls.display(source.url)], prepare=functools.partial(_prepare, dest, info, list(side_inputs.values())),
+                inputs={name: staged.url for name, staged in side_inputs.items()})
+
+
+def _prepare(dest: str, info: LayerInfo, side_inputs: list[SideInput]) -> None:
+    """Before the first task: the side inputs in place, then the new layer's info."""
+    for staged in side_inputs:
+        staged.put()
+    Layer.create(dest, info)
 
