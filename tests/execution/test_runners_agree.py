@@ -76,6 +76,8 @@ def test_local_output_matches_recorded_digest(operation, cli, tmp_path_factory, 
         return
     if recorded["versions"] != _versions():
         pytest.skip(f"digests were recorded with {recorded['versions']}, not these libraries")
+    if operation not in recorded["digests"]:
+        pytest.skip(f"{operation} is newer than the digests (recorded before issue 15's refactor)")
     assert digest == recorded["digests"][operation], f"{operation} now writes other bytes than it did"
 
 

@@ -233,7 +233,7 @@ def summary_record(plan: Plan, report: local.RunReport) -> dict[str, Any]:
         "stages": {s.name: {"tasks": s.total, "ran": s.ran, "skipped": s.skipped, "seconds": s.seconds, "totals": s.totals}
                    for s in report.stages},
         "outcome": plan.outcome({s.name: s.totals for s in report.stages}) if plan.outcome is not None and report.ran else None,
-        "notes": report.notes,
+        "notes": report.notes, "recipe": plan.recipe,
     }
 
 
