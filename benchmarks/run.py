@@ -10,7 +10,6 @@ machine; peak RSS is the largest single process (the CLI or one of its workers).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -23,20 +22,20 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench-output"
 
 
-def _pumice(*args: str) -> tuple[float, int, str]:
-    """Run the CLI in a child process: wall seconds, peak RSS of its largest process, stdout.
+def _pumice(*args: str) -> tuple[float, int, dict]:
+    """Run the CLI in a child process: wall seconds, peak RSS of its largest process, and the run's
+    summary (``--json``).
 
     The peak is the one the CLI reports (each process's own VmHWM): the child's ru_maxrss would
     inherit this benchmark process's high-water mark.
     """
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pumice.cli.main", *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "pumice.cli.main", *args, "--json"], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"benchmark command failed: pumice {' '.join(args)}\n{proc.stderr}")
-    match = re.search(r"peak memory per worker ([0-9.]+) (MiB|GiB)", proc.stdout)
-    peak = float(match.group(1)) * 2**20 * (1024 if match.group(2) == "GiB" else 1) if match else 0
-    return seconds, int(peak), proc.stdout
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    return seconds, int(summary.get("peak_rss_bytes") or 0), summary
 
 
 REPEATS = 3
@@ -78,7 +77,7 @@ def bench_ingest(work: Path) -> dict:
             shutil.rmtree(dest, ignore_errors=True)
             seconds, rss, out = _pumice("ingest", str(stack), str(dest), "--resolution", "4,4,40", "--workers", str(workers),
                                         "--no-progress")
-            in_run = float(re.search(r"at ([0-9.]+) MVx/s", out).group(1))
+            in_run = voxels / 1e6 / out["seconds"]
             if best is None or seconds < best["seconds"]:
                 best = {"workers": workers, "seconds": seconds, "mvx_per_s": voxels / 1e6 / seconds,
                         "in_run_mvx_per_s": in_run, "peak_rss_mib": rss / 2**20}
@@ -193,7 +192,7 @@ def _pyramid_runs(source: Path, voxels: int, work: Path, cli_args: list[str], ke
             else:
                 args = ["transfer", str(source), str(target), *cli_args[1:]]
             seconds, rss, out = _pumice(*args, "--workers", "2", "--no-progress", *(["--sharded"] if sharded else []))
-            in_run = float(re.search(r"finished in ([0-9.]+) s", out).group(1))
+            in_run = out["seconds"]
             if best is None or seconds < best["seconds"]:
                 best = {"sharded": sharded, "seconds": seconds, "in_run_seconds": in_run, "mvx_per_s": voxels / 1e6 / seconds,
                         "peak_rss_mib": rss / 2**20, "output_bytes": _layer_bytes(target, keys)}
@@ -330,12 +329,15 @@ def bench_mesh(work: Path) -> dict:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(layer, target, ignore=shutil.ignore_patterns("mesh*", ".pumice"))
         seconds, rss, out = _pumice("mesh", str(target), "--workers", "2", "--no-progress", *(["--sharded"] if sharded else []))
-        found = re.search(r"stages forge ([0-9.]+) s, merge ([0-9.]+) s; (\d+) object\(s\) meshed, ([0-9,]+) triangles", out)
-        times = re.search(r"forge task time (\d+) s: simplification (\d+) s, marching cubes (\d+) s, reading and writing (\d+) s", out)
+        forge, merge = out["stages"]["forge"], out["stages"]["merge"]
+        spent = forge["totals"]
+        task_time = {"total": spent.get("seconds", 0), "simplify": spent.get("simplify_seconds", 0),
+                     "marching_cubes": spent.get("marching_cubes_seconds", 0)}
+        task_time["io"] = max(task_time["total"] - task_time["simplify"] - task_time["marching_cubes"], 0)
         rows.append({"sharded": sharded, "seconds": seconds, "mvx_per_s": voxels / 1e6 / seconds, "peak_rss_mib": rss / 2**20,
-                     "forge_seconds": float(found.group(1)), "merge_seconds": float(found.group(2)),
-                     "objects": int(found.group(3)), "triangles": int(found.group(4).replace(",", "")),
-                     "forge_task_seconds": {k: int(v) for k, v in zip(("total", "simplify", "marching_cubes", "io"), times.groups())},
+                     "forge_seconds": forge["seconds"], "merge_seconds": merge["seconds"],
+                     "objects": int(merge["totals"].get("objects", 0)), "triangles": int(merge["totals"].get("triangles", 0)),
+                     "forge_task_seconds": {k: int(round(v)) for k, v in task_time.items()},
                      "output_bytes": sum(f.stat().st_size for f in (target / "mesh").rglob("*")
                                          if f.is_file() and ".pumice" not in f.parts)})
     return {"work": "pinky40 512^3 uint32 at 32,32,40 nm, default settings (max error 40, 128^3 forge blocks)",
@@ -377,15 +379,84 @@ def bench_skeleton(work: Path) -> dict:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(layer, target, ignore=shutil.ignore_patterns("mesh*", "skeletons*", ".pumice"))
         seconds, rss, out = _pumice("skeleton", str(target), "--workers", "2", "--no-progress", *(["--sharded"] if sharded else []))
-        found = re.search(r"stages forge ([0-9.]+) s, merge ([0-9.]+) s; (\d+) skeleton\(s\), ([0-9,.]+) µm of cable", out)
-        kimimaro = re.search(r"forge task time (\d+) s, of which kimimaro (\d+) s", out)
-        rows.append({"sharded": sharded, "seconds": seconds, "peak_rss_mib": rss / 2**20, "forge_seconds": float(found.group(1)),
-                     "merge_seconds": float(found.group(2)), "skeletons": int(found.group(3)),
-                     "cable_um": float(found.group(4).replace(",", "")), "forge_task_seconds": int(kimimaro.group(1)),
-                     "kimimaro_seconds": int(kimimaro.group(2)),
+        forge, merge = out["stages"]["forge"], out["stages"]["merge"]
+        rows.append({"sharded": sharded, "seconds": seconds, "peak_rss_mib": rss / 2**20, "forge_seconds": forge["seconds"],
+                     "merge_seconds": merge["seconds"], "skeletons": int(merge["totals"].get("objects", 0)),
+                     "cable_um": merge["totals"].get("cable_nm", 0) / 1e3,
+                     "forge_task_seconds": int(round(forge["totals"].get("seconds", 0))),
+                     "kimimaro_seconds": int(round(forge["totals"].get("teasar_seconds", 0))),
                      "output_bytes": sum(f.stat().st_size for f in (target / "skeletons").rglob("*")
                                          if f.is_file() and ".pumice" not in f.parts)})
     return {"work": "pinky40 512^3 uint32 at 32,32,40 nm, default settings", "voxels": 512**3, "runs": rows}
+
+
+def bench_remap(work: Path) -> dict:
+    """`pumice remap` of pinky40 onto a tenth as many bodies, beside fastremap.remap on the whole
+    array (compute only, and with TensorStore reading and writing the whole volume)."""
+    import fastremap
+    import tensorstore as ts
+
+    layer = _pinky_layer(work)
+    if layer is None:
+        return {"skipped": f"{PINKY} not found"}
+    source = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{layer}/"}).result()
+    labels = source.read(order="F").result()[..., 0]
+    svs = np.unique(labels)
+    svs = svs[svs != 0]
+    bodies = np.random.default_rng(0).integers(1, len(svs) // 10 + 1, len(svs))
+    table = dict(zip(svs.tolist(), bodies.tolist()))
+    mapping = work / "pinky40_bodies.csv"
+    mapping.write_text("supervoxel,body\n" + "".join(f"{s},{b}\n" for s, b in table.items()))
+
+    def compute() -> np.ndarray:
+        return fastremap.remap(labels, table, preserve_missing_labels=True)
+
+    def with_io() -> None:
+        data = source.read(order="F").result()[..., 0]
+        out = fastremap.remap(data, table, preserve_missing_labels=True)
+        target = work / "remap_bound"
+        shutil.rmtree(target, ignore_errors=True)
+        scale = json.loads((layer / "info").read_text())["scales"][0]
+        spec = {"driver": "neuroglancer_precomputed", "kvstore": f"file://{target}/", "create": True,
+                "multiscale_metadata": {"type": "segmentation", "data_type": "uint32", "num_channels": 1},
+                "scale_metadata": {"resolution": scale["resolution"], "size": scale["size"], "voxel_offset": [0, 0, 0],
+                                   "chunk_size": scale["chunk_sizes"][0], "encoding": scale["encoding"]}}
+        ts.open(spec).result().write(out[..., np.newaxis]).result()
+
+    bound_compute, bound_io = _timed(compute), _timed(with_io)
+    want = compute()
+    labels = None  # the bound's arrays are not needed by the runs
+    rows = []
+    for sharded in (False, True):
+        best = None
+        for _ in range(REPEATS):
+            target = work / "pinky40_bodies"
+            shutil.rmtree(target, ignore_errors=True)
+            seconds, rss, out = _pumice("remap", str(layer), str(target), "--mapping", str(mapping), "--workers", "2",
+                                        "--no-progress", *(["--sharded"] if sharded else []))
+            if best is None or seconds < best["seconds"]:
+                best = {"sharded": sharded, "seconds": seconds, "in_run_seconds": out["seconds"], "peak_rss_mib": rss / 2**20,
+                        "tasks": out["tasks"]}
+        got = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{work / 'pinky40_bodies'}/"}).result()
+        best["equal_to_bound"] = bool(np.array_equal(got.read().result()[..., 0], want))
+        rows.append(best)
+    return {"work": f"pinky40 512^3 uint32, {len(svs):,} supervoxels onto {len(set(table.values())):,} bodies (CSV mapping)",
+            "voxels": 512**3, "bound_compute_seconds": bound_compute, "bound_io_seconds": bound_io, "runs": rows}
+
+
+def show_remap(r: dict) -> None:
+    if "skipped" in r:
+        print(f"remap: skipped ({r['skipped']})")
+        return
+    v = r["voxels"] / 1e6
+    print(f"remap: {r['work']}")
+    print(f"  bound: fastremap.remap on the whole array {r['bound_compute_seconds']:.2f} s; with TensorStore reading and "
+          f"writing the volume {r['bound_io_seconds']:.2f} s (1 process)")
+    for row in r["runs"]:
+        print(f"  pumice remap, 2 workers, {'sharded' if row['sharded'] else 'unsharded'}: {row['seconds']:.2f} s wall "
+              f"({v / row['seconds']:.0f} MVx/s; {row['in_run_seconds']:.2f} s in-run, {row['tasks']} tasks), "
+              f"{row['seconds'] / r['bound_io_seconds']:.2f}x the bound with I/O, peak RSS {row['peak_rss_mib']:.0f} MiB, "
+              f"equal to the bound: {row['equal_to_bound']}")
 
 
 def show_skeleton(r: dict) -> None:
@@ -532,7 +603,7 @@ def _best_run(args: list[str], out: Path | None, repeats: int = 2) -> dict:
         if out is not None:
             shutil.rmtree(out, ignore_errors=True)
         seconds, rss, stdout = _pumice(*args, "--workers", "2", "--no-progress", "--restart")
-        in_run = float(re.search(r"finished in ([0-9.]+) s", stdout).group(1))
+        in_run = stdout["seconds"]
         if best is None or seconds < best["seconds"]:
             best = {"seconds": seconds, "in_run_seconds": in_run, "peak_rss_mib": rss / 2**20}
     return best
@@ -653,6 +724,7 @@ BENCHMARKS = {
     "skeleton": (bench_skeleton, show_skeleton),
     "queue": (bench_queue, show_queue),
     "contrast": (bench_contrast, show_contrast),
+    "remap": (bench_remap, show_remap),
 }
 
 
