@@ -8,7 +8,7 @@ import tinybrain
 import tinybrain.downsample
 
 
-def global_grid_levels(data, offset, factors, method, sparse=False):
+def global_grid_levels(data, offset, factors, method, sparse=False, faces=True):
     """An independent whole-array pyramid on the global grid: [(first voxel, array), ...] per mip.
 
     Voxel j of mip k covers mip-0 voxels [j*s, (j+1)*s) (s: the product of the factors so far). Voxels
@@ -16,7 +16,8 @@ def global_grid_levels(data, offset, factors, method, sparse=False):
     NumPy pooling (min, max; striding: every s-th voxel) on the array padded with zeros to the top
     mip's grid, one tinybrain call per run of equal factors; voxels that the volume's faces cut are the
     average (floored for integers), mode (the smallest of the most frequent labels; zeros left out if
-    ``sparse``), min, max or first of the mip-0 voxels that exist, one voxel at a time.
+    ``sparse``), min, max or first of the mip-0 voxels that exist, one voxel at a time (with
+    ``faces=False`` those are left as computed on the padded array: compare them with ``whole_groups``).
     """
     data = np.asarray(data)
     if data.ndim == 3:
@@ -58,7 +59,7 @@ def global_grid_levels(data, offset, factors, method, sparse=False):
         starts = [np.arange(a, b) * f for a, b, f in zip(first, last, s)]
         inside = [(st >= o) & (st + f <= ee) for st, f, o, ee in zip(starts, s, offset, e)]
         whole = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
-        for j in np.argwhere(~whole):
+        for j in np.argwhere(~whole) if faces else ():
             a = np.maximum((first + j) * s, offset) - offset
             b = np.minimum((first + j + 1) * s, e) - offset
             values = data[a[0]:b[0], a[1]:b[1], a[2]:b[2]]
@@ -84,3 +85,13 @@ def _present_value(values, method, sparse):
             return 0
     labels, counts = np.unique(values, return_counts=True)
     return labels[np.argmax(counts)]
+
+
+def whole_groups(offset, shape, factors, mip):
+    """Which voxels of mip ``mip`` (over its box) have a footprint wholly inside the volume."""
+    offset = np.array(offset)
+    s = np.prod(np.array(factors[:mip]), axis=0)
+    e = offset + np.array(shape)
+    first, last = offset // s, -(-e // s)
+    inside = [(np.arange(a, b) * f >= o) & ((np.arange(a, b) + 1) * f <= ee) for a, b, f, o, ee in zip(first, last, s, offset, e)]
+    return inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]

@@ -55,7 +55,7 @@ def test_every_operations_stage_counts_equal_the_tasks_it_lists(operation, memor
 def test_a_fresh_interpreter_resolves_every_registered_task_name():
     import pumice.ops  # noqa: F401 - registers every task here, to know the names
 
-    names = sorted(_REGISTRY)
+    names = sorted(n for n, cls in _REGISTRY.items() if cls.__module__.startswith("pumice.ops."))  # not tests' own tasks
     assert {"ingest", "downsample", "transfer", "transfer.copy", "mesh.forge", "contrast.clahe"} <= set(names)
     code = ("import json, sys\nfrom pumice.plan import task_class\n"
             "names = json.load(sys.stdin)\nprint(json.dumps({n: task_class(n).__module__ for n in names}))")

@@ -18,10 +18,15 @@ def _verb_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
 
 
 def _positionals(parser: argparse.ArgumentParser) -> list[str]:
-    """Placeholder values for a parser's required positional arguments."""
+    """Placeholder values for a parser's required arguments: positionals, and options marked required
+    (e.g. remap's --mapping)."""
     values = []
     for action in parser._actions:
-        if action.option_strings or isinstance(action, argparse._SubParsersAction):
+        if isinstance(action, argparse._SubParsersAction):
+            continue
+        if action.option_strings:
+            if action.required:
+                values += [action.option_strings[-1], str(next(iter(action.choices))) if action.choices else "x"]
             continue
         count = {None: 1, "+": 1, "?": 0, "*": 0}.get(action.nargs, action.nargs)
         values += [str(next(iter(action.choices))) if action.choices else "x"] * count
