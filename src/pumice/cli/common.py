@@ -55,6 +55,14 @@ def add_global_options(parser: argparse.ArgumentParser, *, after_verb: bool = Fa
                    help="endpoint of an S3-compatible store (or set AWS_ENDPOINT_URL)")
 
 
+def add_actions(p: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """Sub-verbs (``pumice contrast levels``, ``pumice queue purge``), built one way: the verb alone
+    prints its help and exits 2."""
+    actions = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
+    p.set_defaults(func=lambda args: p.print_help() or 2)
+    return actions
+
+
 # -- option groups, declared once: every verb that reads a layer, writes a new one, or runs a plan
 # uses these, so an option means the same everywhere -------------------------------------------------
 def add_source_options(p: argparse.ArgumentParser, *, what: str = "SRC", bounds: bool = True) -> None:

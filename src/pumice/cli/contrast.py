@@ -7,7 +7,7 @@ import argparse
 from ..errors import PumiceError
 from ..ops import clahe, levels, normalize
 from ..storage.info import ENCODINGS
-from .common import add_output_options, add_run_options, add_source_options, execute, memory_arg, note, output_args, \
+from .common import add_actions, add_output_options, add_run_options, add_source_options, execute, memory_arg, note, output_args, \
     source_args
 
 
@@ -16,8 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            description="Look at a stack's grey levels (levels), then stretch each section's contrast "
                            "(normalize) or equalize it locally (clahe). levels adds levels/ beside the layer; normalize and clahe write "
                            "a new layer and leave the source untouched.")
-    actions = group.add_subparsers(dest="action", metavar="ACTION", parser_class=type(group))
-    group.set_defaults(func=lambda args: group.print_help() or 2)
+    actions = add_actions(group)
 
     p = actions.add_parser("levels", help="histogram of a sample of every section, stored beside the layer",
                            description="Sample --coverage of every z-section of the image layer PATH (whole chunk columns, "
