@@ -714,6 +714,196 @@ def show_contrast(r: dict) -> None:
                   f"({m['after_full_coverage']:.1f} with levels of every voxel)")
 
 
+# -- ccl and stats: beside cc3d on the whole array, and Igneous 4.37 measured in the same run ---------
+
+IGNEOUS_VERSION = "igneous-pipeline==4.37.*"
+
+
+def _igneous() -> Path | None:
+    """Igneous's CLI in its own virtual environment under bench-output (its pins differ from ours),
+    installed from PyPI on first use; None if that fails."""
+    venv = OUT / "igneous-venv"
+    cli = venv / "bin" / "igneous"
+    if not cli.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", IGNEOUS_VERSION], capture_output=True, text=True)
+        if done.returncode != 0 or not cli.exists():
+            return None
+    return cli
+
+
+def _watched_command(argv: list[str]) -> tuple[float, int]:
+    """Any command in a child, sampling the resident memory of its largest process: wall s, peak RSS."""
+    import psutil
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watched = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, max([watched.memory_info().rss] + [c.memory_info().rss for c in watched.children(recursive=True)]))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        sys.exit(f"benchmark command failed: {' '.join(argv)}\n{err[-2000:]}")
+    return time.perf_counter() - start, peak
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two labellings split the voxels the same way (each id of one is exactly one id of the other)."""
+    import fastremap
+
+    pairs = fastremap.unique((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64))
+    return len(pairs) == len(fastremap.unique(a)) == len(fastremap.unique(b))
+
+
+def _pinky_array(layer: Path) -> np.ndarray:
+    import tensorstore as ts
+
+    return ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{layer}/"}).result().read(order="F").result()[..., 0]
+
+
+def bench_ccl(work: Path) -> dict:
+    """`pumice ccl` of pinky40 (2 workers) beside cc3d.connected_components on the whole array in one
+    process (compute only, and with TensorStore reading the volume), and Igneous's `image ccl auto`
+    (6-connected only) with 2 processes on the same layer and the same task shape."""
+    import cc3d
+    import tensorstore as ts
+
+    layer = _pinky_layer(work)
+    if layer is None:
+        return {"skipped": f"{PINKY} not found"}
+    labels = _pinky_array(layer)
+    bounds = {}
+    for connectivity in (26, 6):
+        bounds[connectivity] = _timed(lambda: cc3d.connected_components(labels, connectivity=connectivity))
+    read_seconds = _timed(lambda: _pinky_array(layer))
+    rows = []
+    shape = "256,256,256"
+    for connectivity in (26, 6):
+        want = cc3d.connected_components(labels, connectivity=connectivity)
+        best = None
+        for _ in range(REPEATS - 1):
+            target = work / f"pinky40_ccl{connectivity}"
+            shutil.rmtree(target, ignore_errors=True)
+            seconds, rss, out = _pumice("ccl", str(layer), str(target), "--connectivity", str(connectivity), "--shape", shape,
+                                        "--workers", "2", "--no-progress")
+            if best is None or seconds < best["seconds"]:
+                best = {"connectivity": connectivity, "seconds": seconds, "in_run_seconds": out["seconds"],
+                        "peak_rss_mib": rss / 2**20, "tasks": out["tasks"], "outcome": out["outcome"]}
+        got = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{target}/"}).result().read(order="F").result()[..., 0]
+        best["components"] = int(want.max())
+        best["equal_to_cc3d"] = _same_partition(got, want) and int(got.max()) == int(want.max())
+        rows.append(best)
+    labels = want = got = None
+    igneous = _igneous()
+    ign = None
+    if igneous is not None:
+        target = work / "pinky40_ccl_igneous"
+        times = []
+        for _ in range(REPEATS - 1):
+            shutil.rmtree(target, ignore_errors=True)
+            times.append(_watched_command([str(igneous), "-p", "2", "image", "ccl", "auto", f"file://{layer}",
+                                           f"file://{target}", "--shape", shape, "--encoding", "cseg"]))
+        seconds, rss = min(times)
+        ign = {"seconds": seconds, "peak_rss_mib": rss / 2**20, "version": IGNEOUS_VERSION, "connectivity": 6,
+               "shape": shape}
+    return {"work": "pinky40 512^3 uint32 segmentation, task shape " + shape, "voxels": 512**3,
+            "bound_seconds": {str(k): v for k, v in bounds.items()}, "read_seconds": read_seconds, "runs": rows,
+            "igneous": ign}
+
+
+def show_ccl(r: dict) -> None:
+    if "skipped" in r:
+        print(f"ccl: skipped ({r['skipped']})")
+        return
+    print(f"ccl: {r['work']}")
+    print(f"  bound: cc3d.connected_components on the whole array in memory, 1 process: 26-connected "
+          f"{r['bound_seconds']['26']:.2f} s, 6-connected {r['bound_seconds']['6']:.2f} s (TensorStore reading the "
+          f"volume: {r['read_seconds']:.2f} s more)")
+    for row in r["runs"]:
+        bound = r["bound_seconds"][str(row["connectivity"])]
+        print(f"  pumice ccl --connectivity {row['connectivity']}, 2 workers: {row['seconds']:.2f} s wall "
+              f"({row['in_run_seconds']:.2f} s in-run, {row['tasks']} tasks), {row['seconds'] / bound:.2f}x the bound, "
+              f"{row['seconds'] / (bound + r['read_seconds']):.2f}x the bound with reading; peak RSS per process "
+              f"{row['peak_rss_mib']:.0f} MiB; {row['components']:,} components, equal to cc3d: {row['equal_to_cc3d']}")
+    ig = r.get("igneous")
+    if ig:
+        six = next(row for row in r["runs"] if row["connectivity"] == 6)
+        print(f"  Igneous ({ig['version']}) image ccl auto, -p 2, 6-connected: {ig['seconds']:.2f} s wall, peak RSS "
+              f"{ig['peak_rss_mib']:.0f} MiB; pumice is {ig['seconds'] / six['seconds']:.2f}x faster")
+    else:
+        print("  Igneous: not measured (could not install igneous-pipeline)")
+
+
+def bench_stats(work: Path) -> dict:
+    """`pumice stats` of pinky40 (2 workers) beside fastremap.unique + cc3d.statistics on the whole array,
+    and Igneous's `image voxels count` then `sum` (-p 2)."""
+    import cc3d
+    import fastremap
+
+    layer = _pinky_layer(work)
+    if layer is None:
+        return {"skipped": f"{PINKY} not found"}
+    labels = _pinky_array(layer)
+
+    def compute() -> None:
+        fastremap.unique(labels, return_counts=True)
+        dense, _ = fastremap.renumber(labels, preserve_zero=True, in_place=False)
+        cc3d.statistics(dense)
+
+    bound = _timed(compute)
+    read_seconds = _timed(lambda: _pinky_array(layer))
+    labels = None
+    best = None
+    for _ in range(REPEATS - 1):
+        shutil.rmtree(layer / "stats", ignore_errors=True)
+        seconds, rss, out = _pumice("stats", str(layer), "--workers", "2", "--no-progress", "--restart")
+        if best is None or seconds < best["seconds"]:
+            best = {"seconds": seconds, "in_run_seconds": out["seconds"], "peak_rss_mib": rss / 2**20,
+                    "tasks": out["tasks"], "outcome": out["outcome"]}
+    igneous = _igneous()
+    ign = None
+    if igneous is not None:
+        copy = work / "pinky40_igneous_stats"
+        times = []
+        for _ in range(REPEATS - 1):
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(layer, copy, ignore=shutil.ignore_patterns("stats", ".pumice", "segment_properties"))
+            queue = work / "igneous_queue"
+            shutil.rmtree(queue, ignore_errors=True)
+            a = _watched_command([str(igneous), "image", "voxels", "count", f"file://{copy}", "--queue", str(queue)])
+            b = _watched_command([str(igneous), "-p", "2", "execute", "--exit-on-empty", str(queue)])
+            c = _watched_command([str(igneous), "image", "voxels", "sum", f"file://{copy}"])
+            times.append((a[0] + b[0] + c[0], max(a[1], b[1], c[1])))
+        seconds, rss = min(times)
+        ign = {"seconds": seconds, "peak_rss_mib": rss / 2**20, "version": IGNEOUS_VERSION}
+    return {"work": "pinky40 512^3 uint32 segmentation", "voxels": 512**3, "bound_seconds": bound,
+            "read_seconds": read_seconds, "run": best, "igneous": ign}
+
+
+def show_stats(r: dict) -> None:
+    if "skipped" in r:
+        print(f"stats: skipped ({r['skipped']})")
+        return
+    run = r["run"]
+    print(f"stats: {r['work']}")
+    print(f"  bound: fastremap.unique + cc3d.statistics on the whole array, 1 process: {r['bound_seconds']:.2f} s "
+          f"(TensorStore reading the volume: {r['read_seconds']:.2f} s more)")
+    print(f"  pumice stats, 2 workers: {run['seconds']:.2f} s wall ({run['in_run_seconds']:.2f} s in-run, {run['tasks']} "
+          f"tasks), {run['seconds'] / (r['bound_seconds'] + r['read_seconds']):.2f}x the bound with reading; peak RSS per "
+          f"process {run['peak_rss_mib']:.0f} MiB; {run['outcome']}")
+    ig = r.get("igneous")
+    if ig:
+        print(f"  Igneous ({ig['version']}) image voxels count + execute -p 2 + sum (counts only): {ig['seconds']:.2f} s "
+              f"wall, peak RSS {ig['peak_rss_mib']:.0f} MiB; pumice is {ig['seconds'] / run['seconds']:.2f}x faster")
+    else:
+        print("  Igneous: not measured (could not install igneous-pipeline)")
+
+
 BENCHMARKS = {
     "ingest": (bench_ingest, show_ingest),
     "downsample_image": (bench_downsample_image, show_pyramid),
@@ -725,6 +915,8 @@ BENCHMARKS = {
     "queue": (bench_queue, show_queue),
     "contrast": (bench_contrast, show_contrast),
     "remap": (bench_remap, show_remap),
+    "ccl": (bench_ccl, show_ccl),
+    "stats": (bench_stats, show_stats),
 }
 
 

@@ -377,22 +377,30 @@ class RoundTask(CclTask):
                 outgoing.append((f"messages/{r + 1}/{sender}/offer-reply-{p}",
                                  pack(to=message["to"][better], label=current[better])))
         changed = label < before
-        # A changed label goes to the piece's neighbours elsewhere, and the partition holding the
-        # label is asked for its own label (the jump).
+        # A changed label goes to the group's neighbours elsewhere, and to the piece that was its
+        # label (which hooks that piece's whole tree onto the smaller one: the next jumps of every
+        # piece pointing there bring it the new label).
         sending = changed[state.remote_group]
         to, offered = state.remote_key[sending], label[state.remote_group[sending]]
+        hooked = changed & (before != state.group_key) & (before != np.iinfo(np.uint64).max)
+        to = np.concatenate([to, before[hooked]])
+        offered = np.concatenate([offered, label[hooked]])
         targets = grid.partition_of(to)
         for q in np.unique(targets):
             sel = targets == q
             outgoing.append((f"messages/{r + 1}/{int(q)}/offer-edge-{p}", pack(to=to[sel], label=offered[sel])))
+        active = changed.any() or bool(outgoing)  # asks alone are not activity: see below
+        # Every group labelled with a piece elsewhere asks that piece's partition for its label, each
+        # round (the pointer jump); the answer comes only if it is smaller. A round with no changed
+        # label, no offer and no smaller answer is the fixed point.
         holder = grid.partition_of(label)
-        asking = changed & (holder != p) & (label != state.group_key)
+        asking = (holder != p) & (label != state.group_key)
         for q in np.unique(holder[asking]):
             sel = asking & (holder == q)
             outgoing.append((f"messages/{r + 1}/{int(q)}/ask-{p}",
                              pack(about=label[sel], to=state.group_key[sel], label=label[sel])))
         outgoing.append((f"state/{r}/{p}", state.to_bytes()))
-        if changed.any() or len(outgoing) > 1:
+        if active:
             outgoing.append((f"changed/{r}/{p}", b""))
         kv.put_many(outgoing)
         return {"labels_changed": int(changed.sum())} if r > 1 else {"pieces_on_faces": len(state.nodes)}
@@ -608,11 +616,11 @@ class RelabelTask(BlockTask):
 
 # -- the planner ----------------------------------------------------------------------------------
 def rounds_for(grid: Grid) -> int:
-    """Rounds planned for the label exchange: the distance a label travels doubles each round, and
-    no chain of face pieces is longer than the face voxels; the rounds after the fixed point cost a
-    listing each."""
+    """Rounds planned for the label exchange. A label's reach about doubles every two rounds (a chain
+    of 512 partitions settles in 17), and no chain of face pieces is longer than the face voxels;
+    rounds after the fixed point only list one prefix and return."""
     faces = sum(2 * int(np.prod(grid.bounds.shape)) // max(1, s) for s in grid.block)
-    return max(2, math.ceil(math.log2(max(2, faces)))) + 4
+    return 2 * max(1, math.ceil(math.log2(max(2, faces)))) + 6
 
 
 def check_source(source: Layer, threshold_gte: float | None, threshold_lte: float | None) -> str:
