@@ -76,6 +76,18 @@ def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
     assert np.ptp(drifting) > 20 and np.ptp(normalized) < np.ptp(drifting) / 3, (np.ptp(drifting), np.ptp(normalized))
     clahe = CloudVolume(f"file://{tmp_path}/demo/em-clahe", mip=2)
     assert tuple(clahe.shape[:3]) == (64, 64, 16)
+    # stats: the cells as segment properties; ccl: the pieces equal cc3d's, mapped back to their cells.
+    properties = seg.info["segment_properties"]
+    listed = json.loads((tmp_path / "demo" / "segmentation" / properties / "info").read_text())["inline"]["ids"]
+    assert sorted(int(i) for i in listed) == cells
+    import cc3d
+
+    pieces = CloudVolume(f"file://{tmp_path}/demo/segmentation-pieces")[:, :, :][..., 0]
+    want = cc3d.connected_components(np.asfortranarray(labels.transpose(2, 1, 0)), connectivity=26)
+    assert int(pieces.max()) == int(want.max())
+    table = np.loadtxt(tmp_path / "demo" / "pieces-to-cells.csv", delimiter=",", skiprows=1, dtype=np.uint64, ndmin=2)
+    back = np.asarray(table[:, 1])[np.asarray(pieces, np.int64) - 1]
+    np.testing.assert_array_equal(np.where(pieces > 0, back, 0), labels.transpose(2, 1, 0))
     code, out, _ = cli("info", tmp_path / "demo" / "em")
     assert code == 0 and "levels: mip 0, sections 0-63, 25% of each sampled (levels/0/<z>)" in out
     with h5py.File(tmp_path / "demo" / "sources" / "labels.h5") as f:

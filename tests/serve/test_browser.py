@@ -1003,3 +1003,49 @@ def test_isbi_contrast_layers_shown_pixel_exact(isbi_viewer: tuple[Session, dict
         assert any(f"/{name}/4_4_50/" in r[0] for r in session.responses)
         spread[name] = float(np.percentile(shown, 99) - np.percentile(shown, 1))
     assert spread["normalized"] > spread["raw"] and spread["clahe"] >= 0.9 * spread["normalized"], spread
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_segment_properties_listed_with_their_values(chromium: Any, tmp_path: Path, cli: Any) -> None:
+    """`pumice stats` writes segment properties; the real client lists every object in the layer's
+    Seg. tab and, sorted by the voxels property, shows each object's count as the array has it."""
+    data = np.zeros((40, 36, 6), np.uint64, order="F")  # x, y, z
+    data[:10] = 5
+    data[10:30, :20] = 77
+    data[30:, :] = 2**40 + 3  # beyond 32 bits: ids travel as strings
+    data[12:14, 25:27, 1:3] = 9  # a small one
+    np.save(tmp_path / "seg.npy", data.transpose(2, 1, 0))
+    code, _, err = cli("ingest", tmp_path / "seg.npy", tmp_path / "seg", "--type", "segmentation", "--resolution", "4,4,40",
+                       "--no-progress")
+    assert code == 0, err
+    code, _, err = cli("stats", tmp_path / "seg", "--no-progress")
+    assert code == 0, err
+    ids, counts = np.unique(data[data > 0], return_counts=True)
+    want = {str(int(i)): str(int(c)) for i, c in zip(ids, counts)}
+    try:
+        served = serve([str(tmp_path / "seg")], layout="xy")
+        with served.server as files:
+            name = served.sources[0][0]
+            with served.viewer.txn() as s:
+                s.selected_layer.layer = name
+                s.selected_layer.visible = True
+                s.layers[name].tab = "segments"
+            session = open_page(chromium, served.viewer, served.url, files.base_url)
+            try:
+                page = session.page
+                page.locator("input[placeholder^='Enter ID']").fill(">voxels")  # sort by the property: its column shows
+                rows: list[str] = []
+                deadline = time.monotonic() + SCREENSHOT_TIMEOUT
+                while time.monotonic() < deadline and len(rows) <= len(want):
+                    rows = page.evaluate("() => Array.from(document.querySelectorAll('.neuroglancer-segment-list-entry'))"
+                                         ".map(e => e.innerText)")
+                    time.sleep(0.2)
+                assert "voxels" in rows[0], rows  # the header names the property
+                shown = dict(row.split("\n") for row in rows[1:])
+                assert shown == want
+                assert [r.split("\n")[0] for r in rows[1:]] == sorted(want, key=lambda i: -int(want[i]))
+            finally:
+                session.page.close()
+    finally:
+        neuroglancer.stop()

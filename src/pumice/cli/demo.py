@@ -48,6 +48,16 @@ def write_sources(root: Path) -> tuple[Path, Path]:
     return sections, labels_file
 
 
+def split_cells(mapping: Path) -> str:
+    """How many cells ccl found in more than one piece, from its component -> cell table."""
+    import numpy as np
+
+    table = np.loadtxt(mapping, delimiter=",", skiprows=1, dtype=np.uint64, ndmin=2)
+    cells, pieces = np.unique(table[:, 1], return_counts=True)
+    return (f"{len(table):,} piece(s) of {len(cells):,} cell(s): {int((pieces > 1).sum()):,} cell(s) are in more than one "
+            f"piece (the sample's cells are cut by the volume's faces and by each other)")
+
+
 def run(args: argparse.Namespace) -> int:
     from .main import main
 
@@ -62,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     em, seg = root / "em", root / "segmentation"
     normalized, clahe = root / "em-normalized", root / "em-clahe"
+    pieces, pieces_csv = root / "segmentation-pieces", root / "pieces-to-cells.csv"
     steps = [
         ("ingest the image stack", ["ingest", str(sections), str(em), "--resolution", RESOLUTION, "--chunk-size", "64,64,64",
                                     "--restart", *workers]),
@@ -77,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
         ("downsample the segmentation (mode)", ["downsample", str(seg), "--restart", *workers]),
         ("mesh the segmentation (multi-resolution, sharded)", ["mesh", str(seg), "--sharded", "--restart", *workers]),
         ("skeletonize the segmentation", ["skeleton", str(seg), "--min-cable", "200", "--restart", *workers]),
+        ("count each cell: voxels, bounding box, centroid (a Parquet table; segment properties in the viewer)",
+         ["stats", str(seg), "--top", "5", "--restart", *workers]),
+        ("split cells into their connected pieces", ["ccl", str(seg), str(pieces), "--mapping-out", str(pieces_csv),
+                                                     "--restart", *workers]),
         ("the image layer", ["info", str(em)]),
         ("the segmentation layer", ["info", str(seg)]),
     ]
@@ -85,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
         code = main(argv)
         if code != 0:
             return code
+        if argv[0] == "ccl":
+            print(split_cells(pieces_csv))
     _step(f"demo finished in {time.perf_counter() - started:.1f} s")
-    print(f"Look at it:  pumice view {em} {normalized} {clahe} {seg}   (select a cell to see its mesh and skeleton in the "
-          f"3D panel; the grey levels before normalizing are drawn in {root / 'em-levels.png'})")
+    print(f"Look at it:  pumice view {em} {normalized} {clahe} {seg} {pieces}   (select a cell to see its mesh and skeleton "
+          f"in the 3D panel; its Seg. tab lists the cells, sorted by size with the query >voxels; the grey levels before "
+          f"normalizing are drawn in {root / 'em-levels.png'})")
     return 0

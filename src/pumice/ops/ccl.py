@@ -245,12 +245,13 @@ class SeamTask(CclTask):
             up[axis] += 1
             if not grid.inside(up):
                 continue
-            lo = [max(a - 1, m) for a, m in zip(box.minpt, grid.bounds.minpt)]
-            hi = [min(a + 1, m) for a, m in zip(box.maxpt, grid.bounds.maxpt)]
+            reach = 0 if self.connectivity == 6 else 1  # faces only: no piece of a row beside touches
+            lo = [max(a - reach, m) for a, m in zip(box.minpt, grid.bounds.minpt)]
+            hi = [min(a + reach, m) for a, m in zip(box.maxpt, grid.bounds.maxpt)]
             lo[axis], hi[axis] = box.maxpt[axis] - 1, box.maxpt[axis] + 1
             slab = Bbox(lo, hi)
             values = keys = None
-            for d in itertools_product(axis):
+            for d in itertools_product(axis, reach):
                 nijk = [a + b for a, b in zip(ijk, d)]
                 if not grid.inside(nijk):
                     continue
@@ -280,12 +281,12 @@ class SeamTask(CclTask):
         return {"edges": int(len(found))}
 
 
-def itertools_product(axis: int) -> list[tuple[int, int, int]]:
+def itertools_product(axis: int, reach: int) -> list[tuple[int, int, int]]:
     """Neighbour offsets whose face planes make the slab across ``axis``: this layer and the next
-    along it, one block either way along the others."""
+    along it, ``reach`` blocks either way along the others."""
     import itertools
 
-    ranges = [(0, 1) if a == axis else (-1, 0, 1) for a in range(3)]
+    ranges = [(0, 1) if a == axis else tuple(range(-reach, reach + 1)) for a in range(3)]
     return list(itertools.product(*ranges))
 
 
@@ -449,14 +450,12 @@ class SizesTask(CclTask):
             sizes[sel] = piece_sizes[(state.nodes[sel] & np.uint64(2**PIECE_BITS - 1)).astype(np.int64)]
         labels = state.label[state.group]
         owners = grid.partition_of(labels)
-        items = []
-        for q in np.unique(owners):
+        for q in np.unique(owners):  # one message at a time: a partition borders up to 26 others
             sel = owners == q
             reps, inverse = np.unique(labels[sel], return_inverse=True)
             total = np.zeros(len(reps), np.uint64)
             np.add.at(total, inverse, sizes[sel])
-            items.append((f"sizes/{int(q)}/{self.partition}", pack(rep=reps, size=total)))
-        kv.put_many(items)
+            kv.put(f"sizes/{int(q)}/{self.partition}", pack(rep=reps, size=total))
         return {}
 
 
@@ -748,8 +747,7 @@ def plan(src: str, dest: str, *, connectivity: int = 26, threshold_gte: float | 
         "memory_per_task": format_bytes(float(np.prod(block)) * BYTES_PER_VOXEL),
     }
 
-    def prepare() -> None:
-        open_kv(work()).delete_prefix("")  # a stale job's files (a --restart) are not this run's
+    def prepare() -> None:  # runs again on a resumed run: the work files (under the job's ledger) stay
         Layer.create(dest, info)
 
     def finish() -> list[str]:
