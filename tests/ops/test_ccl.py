@@ -202,7 +202,7 @@ def reduction_peaks(cli, tmp_path, blocks: int) -> dict[str, int]:
     component spans the volume), partitions of 4 x 4 x 4 blocks."""
     from concurrent.futures import ProcessPoolExecutor
 
-    data = blobs(21, shape=(8 * blocks,) * 3, grain=2, empty=0.45)
+    data = blobs(21, shape=(8 * blocks,) * 3, grain=1, empty=0.45)  # voxel noise: many pieces on every face
     src = segmentation(cli, tmp_path / f"seg{blocks}", data)
     plan, _ = ccl.plan(str(src), str(tmp_path / f"cc{blocks}"), shape=(8, 8, 8), memory=2_400_000, dust=3,
                        connectivity=6)
@@ -218,11 +218,15 @@ def reduction_peaks(cli, tmp_path, blocks: int) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_reduction_memory_per_task_does_not_grow_with_blocks(cli, tmp_path):
-    """64 times the blocks (1 -> 64 partitions, with a component through all of them): the same peak
-    per task of every stage that reduces the equivalences and numbers the components (within 20%)."""
+    """64 times the blocks (1 -> 64 partitions of 4^3 blocks, one component through all of them): the
+    label exchange's peak per task within 20%. The stages after it within 50%: a partition with
+    neighbours on six sides also holds the pieces on those faces (its surface, not the volume), which
+    the small volume's one partition has none of."""
     small, large = reduction_peaks(cli, tmp_path, 4), reduction_peaks(cli, tmp_path, 16)
-    for stage in ("ccl.round", "ccl.sizes", "ccl.heads", "ccl.number"):
-        assert large[stage] <= 1.2 * small[stage], (stage, small, large)
+    assert large["ccl.round"] <= 1.2 * small["ccl.round"], (small, large)
+    for stage in ("ccl.sizes", "ccl.heads", "ccl.number"):
+        assert large[stage] <= 1.5 * small[stage], (stage, small, large)
+    print("peak bytes per task, 4^3 blocks:", small, "16^3 blocks:", large)
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:

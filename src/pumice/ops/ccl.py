@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -164,14 +165,22 @@ def slab_edges(values: np.ndarray, keys: np.ndarray, connectivity: int) -> np.nd
 
 
 def pack(**arrays: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
+    """Named arrays as one blob: a JSON header (names, dtypes, shapes), then their bytes. Work files
+    are many and small; NumPy's .npz (a zip) cost more than the data."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    header = json.dumps([[k, v.dtype.str, list(v.shape)] for k, v in arrays.items()]).encode()
+    return b"".join([len(header).to_bytes(4, "little"), header, *(v.tobytes() for v in arrays.values())])
 
 
 def unpack(blob: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(blob)) as data:
-        return {k: data[k] for k in data.files}
+    size = int.from_bytes(blob[:4], "little")
+    out, at = {}, 4 + size
+    for name, dtype, shape in json.loads(blob[4:at]):
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        out[name] = np.frombuffer(blob, dtype, count, at).reshape(shape)
+        at += count * dtype.itemsize
+    return out
 
 
 def face_slice(axis: int, side: int, shape: Sequence[int]) -> tuple:
@@ -300,8 +309,8 @@ class PartitionState:
     group: np.ndarray
     group_key: np.ndarray
     label: np.ndarray
-    remote_group: np.ndarray
-    remote_key: np.ndarray
+    remote_group: np.ndarray | None = None  # fixed after round 1: stored once, apart (``remote/<p>``)
+    remote_key: np.ndarray | None = None
 
     def groups_of(self, keys: np.ndarray) -> np.ndarray:
         where = np.searchsorted(self.nodes, keys)
@@ -310,11 +319,15 @@ class PartitionState:
         return self.group[where]
 
     def to_bytes(self) -> bytes:
-        return pack(**self.__dict__)
+        """What changes round to round (the edges to other partitions are stored once, apart)."""
+        return pack(nodes=self.nodes, group=self.group, group_key=self.group_key, label=self.label)
+
+    def remote_bytes(self) -> bytes:
+        return pack(group=self.remote_group, key=self.remote_key)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "PartitionState":
-        return cls(**unpack(blob))
+        return cls(**{k: v.copy() for k, v in unpack(blob).items()})  # writable: rounds update labels
 
     @classmethod
     def build(cls, edges: np.ndarray, mine: np.ndarray) -> "PartitionState":
@@ -360,6 +373,8 @@ class RoundTask(CclTask):
             before = np.full(len(state.label), np.iinfo(np.uint64).max, np.uint64)  # everything is news
         else:
             state = PartitionState.from_bytes(kv.get(f"state/{r - 1}/{p}"))
+            remote = unpack(kv.get(f"remote/{p}"))
+            state.remote_group, state.remote_key = remote["group"], remote["key"]
             before = state.label.copy()
         label = state.label
         inbox = f"messages/{r}/{p}/"
@@ -401,6 +416,8 @@ class RoundTask(CclTask):
             outgoing.append((f"messages/{r + 1}/{int(q)}/ask-{p}",
                              pack(about=label[sel], to=state.group_key[sel], label=label[sel])))
         outgoing.append((f"state/{r}/{p}", state.to_bytes()))
+        if r == 1:
+            outgoing.append((f"remote/{p}", state.remote_bytes()))
         if active:
             outgoing.append((f"changed/{r}/{p}", b""))
         kv.put_many(outgoing)
