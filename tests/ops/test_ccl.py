@@ -117,12 +117,12 @@ def test_spiral_through_every_block_is_one_component(cli, tmp_path, diagonal=Tru
     """Steps that touch only at corners: one component with connectivity 26, thousands with 6."""
     data = spiral(diagonal=diagonal)
     src = segmentation(cli, tmp_path / "seg", data)
-    summary = run_json(cli, "ccl", src, tmp_path / "cc", "--shape", "8,8,8", "--memory", "300KB", "--workers", "2",
+    summary = run_json(cli, "ccl", src, tmp_path / "cc", "--shape", "8,8,8", "--memory", "2400KB", "--workers", "2",
                        "--no-progress")
     out = output(tmp_path / "cc")
     assert set(np.unique(out[data > 0]).tolist()) == {1}
     assert not out[data == 0].any()
-    assert summary["stages"]["label"]["tasks"] == 512 and summary["stages"]["round1"]["tasks"] == 64
+    assert summary["stages"]["label"]["tasks"] == 512 and summary["stages"]["round1"]["tasks"] == 8
     if diagonal:  # corners only: apart with faces (6)
         run_json(cli, "ccl", src, tmp_path / "cc6", "--shape", "8,8,8", "--connectivity", "6", "--no-progress")
         six = output(tmp_path / "cc6")
@@ -303,7 +303,7 @@ def test_bad_input(cli, tmp_path):
 def _runner_case(cli, root):
     root.mkdir(parents=True, exist_ok=True)
     path = segmentation(cli, root / "seg", blobs(4, shape=(32, 24, 16)))
-    return ["ccl", str(path), str(root / "cc"), "--shape", "8,8,8", "--memory", "30KB", "--dust", "3"], root / "cc"
+    return ["ccl", str(path), str(root / "cc"), "--shape", "8,8,8", "--dust", "3"], root / "cc"  # one partition: few stages
 
 
 def _resume_case(cli, root):

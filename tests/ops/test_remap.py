@@ -224,7 +224,10 @@ def test_pinky40_onto_a_tenth_as_many_bodies(tmp_path, cli, shared_data):
     want = expected(labels, svs, bodies).astype(np.uint32)
     assert len(np.unique(want)) <= len(svs) // 10 + 1
     np.testing.assert_array_equal(read_tensorstore(tmp_path / "out")[0][..., 0], want)
-    np.testing.assert_array_equal(read_cloudvolume(tmp_path / "out")[..., 0], want)
+    from cloudvolume import CloudVolume  # a corner block: CloudVolume decodes the whole volume slowly
+
+    corner = CloudVolume(f"file://{tmp_path / 'out'}", mip=0)[384:512, 384:512, 0:128][..., 0]
+    np.testing.assert_array_equal(np.asarray(corner), want[384:512, 384:512, 0:128])
 
 
 @pytest.mark.slow

@@ -181,3 +181,55 @@ def _runner_case(cli, root):
 
 RUNNER_CASES = {"stats": _runner_case}
 RESUME_CASES = {"stats": Resume(_runner_case, "forge")}
+
+
+def surface_reference(data: np.ndarray, resolution) -> dict[int, float]:
+    """cc3d.contacts on the whole array, background and the outside made labels of their own: an
+    object's exposed faces are its contacts with everything."""
+    background, outside = np.uint64(2**63), np.uint64(2**63 + 1)
+    whole = np.pad(np.where(data == 0, background, data), 1, constant_values=outside)
+    area: dict[int, float] = {}
+    for (a, b), value in cc3d.contacts(np.asfortranarray(whole), connectivity=6, surface_area=True,
+                                       anisotropy=resolution).items():
+        for label in (int(a), int(b)):
+            area[label] = area.get(label, 0.0) + value
+    return {k: v for k, v in area.items() if k < 2**63}
+
+
+def test_surface_area_equals_cc3d_contacts(tmp_path, cli):
+    data = labels_xyz(3, shape=(50, 44, 20))
+    path = ingest_array(cli, tmp_path / "seg", data, "--resolution", "4,6,40", "--chunk-size", "16,16,8",
+                        "--type", "segmentation", "--offset", ",".join(map(str, OFFSET)))
+    run_json(cli, "stats", path, "--surface-area", "--shape", "16,16,8", "--no-progress")
+    table = pq.read_table(str(path / "stats" / "0" / "table")).to_pandas().set_index("id")
+    want = surface_reference(data, (4, 6, 40))
+    assert sorted(table.index.tolist()) == sorted(want)
+    for label, area in want.items():
+        assert table.loc[label, "surface_nm2"] == pytest.approx(area, rel=1e-12), label
+
+
+def test_dust_global_of_mesh_and_skeleton_reads_stats_counts(tmp_path, cli):
+    """With stats present, mesh and skeleton --dust-global leave out objects under N voxels in the
+    whole volume (counted from the array here); skeleton --dust-global without stats names the fix."""
+    data = np.zeros((48, 40, 24), np.uint64, order="F")
+    data[2:40, 3:30, 2:20] = 10  # big, crossing blocks
+    data[42:46, 5:9, 5:9] = 11  # 64 voxels
+    data[20:22, 34:36, 10:12] = 12  # 8 voxels
+    data[44:47, 30:38, 12:22] = 13  # 240 voxels, crossing blocks
+    path = ingest_array(cli, tmp_path / "seg", data, "--resolution", "8,8,8", "--chunk-size", "16,16,16",
+                        "--type", "segmentation")
+    code, _, err = cli("skeleton", path, "--dust-global", "100", "--no-progress")
+    assert code == 2 and "pumice stats" in err and len(err.splitlines()) == 1, err
+    run_json(cli, "stats", path, "--no-progress")
+    ids, counts = np.unique(data[data > 0], return_counts=True)
+    big = {int(i) for i, c in zip(ids, counts) if c >= 100}
+    assert big == {10, 13}
+    run_json(cli, "mesh", path, "--dust-global", "100", "--shape", "16,16,16", "--no-progress")
+    meshed = {int(p.name.split(":")[0]) for p in (path / "mesh").iterdir() if p.name.split(":")[0].isdigit()}
+    assert meshed == big
+    run_json(cli, "skeleton", path, "--dust-global", "100", "--dust-threshold", "0", "--min-cable", "0", "--shape",
+             "16,16,16", "--no-progress")
+    skeletonized = {int(p.name) for p in (path / "skeletons").iterdir() if p.name.isdigit()}
+    assert skeletonized and skeletonized <= big
+    assert stats.voxel_counts(str(path), 0, np.array([10, 11, 12, 13, 99], np.uint64)).tolist() == [
+        int(counts[ids == i][0]) if i in ids else 0 for i in (10, 11, 12, 13, 99)]

@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dust-threshold", type=int, default=0, metavar="N",
                    help="skip objects with fewer than N voxels in a forge block")
     p.add_argument("--dust-global", type=int, default=0, metavar="N",
-                   help="skip objects with fewer than N voxels in the whole volume")
+                   help="skip objects with fewer than N voxels in the whole volume (with `pumice stats`' counts, "
+                   "forge does not mesh them at all)")
     p.add_argument("--ids", metavar="ID,ID,...", help="mesh only these objects (others already meshed are kept)")
     p.add_argument("--exclude-ids", metavar="ID,ID,...", help="do not mesh these objects")
     p.add_argument("--fill-missing", action="store_true", help="read missing chunks as background instead of failing")

@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teasar-const", type=float, default=300.0, metavar="NM", help="TEASAR invalidation: plus this (default 300 nm)")
     p.add_argument("--dust-threshold", type=int, default=1000, metavar="N",
                    help="skip objects with fewer than N voxels in a forge block (default 1000)")
+    p.add_argument("--dust-global", type=int, default=0, metavar="N",
+                   help="skip objects with fewer than N voxels in the whole volume (sizes from `pumice stats`)")
     p.add_argument("--ids", metavar="ID,ID,...", help="only these objects (export: the ones to write)")
     p.add_argument("--exclude-ids", metavar="ID,ID,...", help="not these objects")
     p.add_argument("--no-fix-branching", action="store_true", help="faster, rougher branch points")
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise PumiceError(f"give one layer PATH (or `export PATH`), got {' '.join(args.target)}")
     plan, notes = skeleton.plan(
         args.target[0], mip=args.mip, shape=vec_arg(args.shape, "--shape", positive=True), teasar_scale=args.teasar_scale,
-        teasar_const=args.teasar_const, dust_threshold=args.dust_threshold, ids=parse_ids(args.ids, "--ids"),
+        teasar_const=args.teasar_const, dust_threshold=args.dust_threshold, dust_global=args.dust_global, ids=parse_ids(args.ids, "--ids"),
         exclude_ids=parse_ids(args.exclude_ids, "--exclude-ids"), fix_branching=not args.no_fix_branching,
         fix_borders=not args.no_fix_borders, fill_missing=args.fill_missing, cross_sections=args.cross_sections,
         tick_threshold=args.tick_threshold, min_cable=args.min_cable, skeleton_dir=args.dir, sharded=args.sharded,

@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shape", metavar="X,Y,Z", help="task block (default: from --memory)")
     p.add_argument("--properties", type=int, default=stats.PROPERTIES, metavar="N",
                    help=f"list the N largest objects in the segment properties (default {stats.PROPERTIES:,}; 0: none)")
+    p.add_argument("--surface-area", action="store_true",
+                   help="also each object's exposed voxel faces in nm^2 (column surface_nm2): faces it shares with "
+                   "anything else, background or another object or the volume's outside")
     p.add_argument("--top", type=positive_int, metavar="N", help="then print the N largest objects")
     add_source_options(p, what="PATH", bounds=False)
     add_run_options(p)
@@ -28,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     plan, notes = stats.plan(args.path, shape=vec_arg(args.shape, "--shape", positive=True), properties=args.properties,
+                             surface_area=args.surface_area,
                              **source_args(args), **memory_arg(args))
     execute(plan, notes, args)
     if args.top and not args.dry_run and not args.queue:

@@ -28,7 +28,7 @@ from ..plan import Plan, Stage, Task, planner, register
 from ..storage import meshes, records, sharding, urls
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
-from . import objects
+from . import objects, stats
 
 DEFAULT_MEMORY = 768 * 2**20
 FORGE_BYTES_PER_VOXEL = 40  # the block, its padded copy and zmesh's working memory (measured on pinky40)
@@ -55,6 +55,7 @@ class MeshForgeTask(Task):
     ids: tuple = ()
     exclude_ids: tuple = ()
     fill_missing: bool = False
+    dust_global: int = 0  # objects under this many voxels in the volume (stats' counts) are not meshed
 
     def run(self) -> dict[str, Any]:
         import fastremap
@@ -66,6 +67,8 @@ class MeshForgeTask(Task):
         bounds = scale.bounds
         labels, read_box = objects.read_block(layer, self.mip, box, ids=self.ids, exclude_ids=self.exclude_ids,
                                               fill_missing=self.fill_missing)
+        if self.dust_global:
+            labels, _ = stats.without_small_objects(labels, self.layer, self.mip, self.dust_global)
         # Voxels of each object in this block's own part (not the overlap), for --dust-global.
         own = labels[: box.shape[0], : box.shape[1], : box.shape[2]]
         own_ids, own_counts = fastremap.unique(own, return_counts=True)
@@ -307,8 +310,12 @@ def plan(
     result = Plan("mesh", url, params, provenance="mesh",
                   prepare=lambda: objects.create_output_dir(layer, "mesh", mesh_dir, mesh_info))
     work = objects.forge_dir(result, mesh_dir)
+    # --dust-global: with stats' counts, forge leaves small objects out (no meshing them); merge's own
+    # count (forge's voxels per block) decides otherwise, and agrees.
+    counted = dust_global if dust_global and stats.has_counts(layer.url, mip) else 0
+    params["dust_global_from_stats"] = bool(counted)
     forge_options = dict(max_error=float(max_error), simplify=simplify, dust_threshold=dust_threshold, ids=ids,
-                         exclude_ids=exclude_ids, fill_missing=fill_missing)
+                         exclude_ids=exclude_ids, fill_missing=fill_missing, dust_global=counted)
 
     def forge_task(box: Bbox) -> MeshForgeTask:
         return MeshForgeTask(layer=url, mip=mip, bbox=tuple(box.to_list()), work=work(), partition_bits=bits,

@@ -27,7 +27,7 @@ from ..plan import Plan, Stage, Task, planner, register
 from ..storage import records, sharding, skeletons, urls
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
-from . import objects
+from . import objects, stats
 
 DEFAULT_MEMORY = 768 * 2**20
 FORGE_BYTES_PER_VOXEL = 60  # the block, kimimaro's distance transforms (float32) and path fields
@@ -56,6 +56,7 @@ class SkeletonForgeTask(Task):
     fix_borders: bool = True
     fill_missing: bool = False
     cross_sections: bool = False
+    dust_global: int = 0  # objects under this many voxels in the volume (stats' counts) are skipped
 
     def run(self) -> dict[str, Any]:
         import kimimaro
@@ -66,6 +67,8 @@ class SkeletonForgeTask(Task):
         box = Bbox.from_list(self.bbox)
         labels, read_box = objects.read_block(layer, self.mip, box, ids=self.ids, exclude_ids=self.exclude_ids,
                                               fill_missing=self.fill_missing)
+        if self.dust_global:
+            labels, _ = stats.without_small_objects(labels, self.layer, self.mip, self.dust_global)
         if self.dust_threshold:
             labels = _remove_dust(labels, self.dust_threshold)
         resolution = np.array(scale.resolution, dtype=np.float32)
@@ -192,6 +195,7 @@ def plan(
     teasar_scale: float = 1.5,
     teasar_const: float = 300.0,
     dust_threshold: int = 1000,
+    dust_global: int = 0,
     ids: Sequence[int] = (),
     exclude_ids: Sequence[int] = (),
     fix_branching: bool = True,
@@ -210,7 +214,7 @@ def plan(
     scale = info.scale(mip)
     for name, value in (("--teasar-scale", teasar_scale), ("--teasar-const", teasar_const),
                         ("--tick-threshold", tick_threshold), ("--min-cable", min_cable),
-                        ("--dust-threshold", dust_threshold)):
+                        ("--dust-threshold", dust_threshold), ("--dust-global", dust_global)):
         if value < 0:
             raise PumiceError(f"{name} must be zero or more, got {value}")
     skeleton_dir = objects.output_dir(info, skeleton_dir, "skeletons", "skeletons")
@@ -218,7 +222,10 @@ def plan(
     exclude_ids = tuple(sorted({int(i) for i in exclude_ids}))
     # One job id for equal settings however they were written (1000 or 1000.0).
     teasar_scale, teasar_const, tick_threshold, min_cable = map(float, (teasar_scale, teasar_const, tick_threshold, min_cable))
-    dust_threshold = int(dust_threshold)
+    dust_threshold, dust_global = int(dust_threshold), int(dust_global)
+    if dust_global and not stats.has_counts(layer.url, mip):
+        raise PumiceError(f"--dust-global reads each object's size from `pumice stats`; run `pumice stats "
+                          f"{urls.display(layer.url)}{' --mip ' + str(mip) if mip else ''}` first")
 
     region = scale.bounds
     per_voxel = FORGE_BYTES_PER_VOXEL + info.dtype.itemsize
@@ -252,7 +259,7 @@ def plan(
                                  minishard_bits=minishard_bits, teasar_scale=float(teasar_scale),
                                  teasar_const=float(teasar_const), dust_threshold=int(dust_threshold), ids=ids,
                                  exclude_ids=exclude_ids, fix_branching=fix_branching, fix_borders=fix_borders,
-                                 fill_missing=fill_missing, cross_sections=cross_sections)
+                                 fill_missing=fill_missing, cross_sections=cross_sections, dust_global=dust_global)
 
     def merge_task(part: int) -> SkeletonMergeTask:
         return SkeletonMergeTask(layer=url, skeleton_dir=skeleton_dir, work=work(), partition=part, partition_bits=bits,

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, choose_block, format_vec
 from ..plan import Plan, Stage, Task, planner, register
-from ..storage import bookkeeping, sharding, urls
+from ..storage import bookkeeping, inputs, sharding, urls
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
 from . import objects
@@ -40,6 +40,12 @@ def stats_dir(mip: int) -> str:
 def table_dir(mip: int) -> str:
     """The Parquet parts of the table: the directory reads as one table (PyArrow, pandas)."""
     return f"{stats_dir(mip)}/table"
+
+
+def counts_key(mip: int, partition: int) -> str:
+    """A merge partition's objects and voxel counts as a paged table (``storage.inputs``): a task
+    looks up its objects' counts reading only the pages they fall in."""
+    return f"{stats_dir(mip)}/voxels/{partition}"
 
 
 def index_key(mip: int, box: Bbox) -> str:
@@ -71,6 +77,57 @@ def block_statistics(labels: np.ndarray, origin: Sequence[int]) -> tuple[np.ndar
     return original[keep], table
 
 
+def block_surface(labels: np.ndarray, own: Sequence[int], below: Sequence[bool], above: Sequence[bool],
+                  resolution: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Exposed voxel faces per object, in nm^2: every face between two different labels (background
+    and other objects alike) or between an object and the volume's outside counts once for each
+    object on it. ``labels`` is the block (``own`` voxels) plus, where ``above`` is false, one more
+    plane of the next block along each axis; ``below``/``above``: the block touches the volume's
+    lower/upper face there. Each face belongs to the block holding its lower voxel (or, on the
+    volume's lower face, to the block there). Returns ids (nonzero) and their areas."""
+    import fastremap
+
+    dense, remap = fastremap.renumber(np.asfortranarray(labels), preserve_zero=True, in_place=False)
+    original = np.zeros(len(remap) + 1, dtype=np.uint64)
+    for old, new in remap.items():
+        original[new] = old
+    area = np.zeros(len(original), np.float64)
+    face = [resolution[1] * resolution[2], resolution[0] * resolution[2], resolution[0] * resolution[1]]
+    inside = tuple(slice(0, n) for n in own)
+    block = dense[inside]
+    for a in range(3):
+        n = own[a]
+        lower = [slice(0, m) for m in own]
+        upper = list(lower)
+        reach = n if above[a] else n + 1
+        lower[a], upper[a] = slice(0, reach - 1), slice(1, reach)
+        lo, hi = dense[tuple(lower)], dense[tuple(upper)]
+        cut = lo != hi
+        count = np.bincount(lo[cut], minlength=len(area)) + np.bincount(hi[cut], minlength=len(area))
+        edges = []
+        if below[a]:
+            edges.append(np.take(block, 0, axis=a))
+        if above[a]:
+            edges.append(np.take(block, n - 1, axis=a))
+        for plane in edges:  # faces on the volume's outside
+            count = count + np.bincount(plane.ravel(), minlength=len(area))
+        area += count[: len(area)] * face[a]
+    keep = np.flatnonzero(area > 0)
+    keep = keep[keep > 0]
+    return original[keep], area[keep]
+
+
+def with_surface(ids: np.ndarray, table: np.ndarray, surface_ids: np.ndarray, area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A block's rows with an 11th column, the surface area; objects with faces here but no voxels
+    (the next block's, across this block's upper faces) get rows that add nothing else."""
+    every = np.union1d(ids, surface_ids)
+    out = np.zeros((len(every), 11))
+    out[:, 1:4], out[:, 4:7] = np.inf, -np.inf
+    out[np.searchsorted(every, ids), :10] = table
+    out[np.searchsorted(every, surface_ids), 10] = area
+    return every, out
+
+
 def pack(ids: np.ndarray, table: np.ndarray) -> bytes:
     """Ids (uint64, exact) and their rows of float64 numbers."""
     buffer = io.BytesIO()
@@ -92,12 +149,21 @@ class StatsForgeTask(Task):
     work: str
     partition_bits: int
     fill_missing: bool = False
+    surface_area: bool = False
 
     def run(self) -> dict[str, Any]:
         layer = Layer.open(self.layer)
         box = Bbox.from_list(self.bbox)
-        labels = layer.read(box, self.mip, fill_missing=self.fill_missing)[..., 0]
-        ids, table = block_statistics(labels, box.minpt)
+        scale = layer.info.scale(self.mip)
+        volume = scale.bounds
+        read = Bbox(box.minpt, [min(h + 1, v) for h, v in zip(box.maxpt, volume.maxpt)]) if self.surface_area else box
+        labels = layer.read(read, self.mip, fill_missing=self.fill_missing)[..., 0]
+        own = tuple(box.shape)
+        ids, table = block_statistics(labels[: own[0], : own[1], : own[2]], box.minpt)
+        if self.surface_area:
+            ids, table = with_surface(ids, table, *block_surface(
+                labels, own, [lo == v for lo, v in zip(box.minpt, volume.minpt)],
+                [hi == v for hi, v in zip(box.maxpt, volume.maxpt)], scale.resolution))
         kv = open_kv(layer.url)
         kv.put(index_key(self.mip, box), np.sort(ids).astype("<u8").tobytes())
         spec = sharding.object_sharding(self.partition_bits, 0)
@@ -117,6 +183,7 @@ class StatsMergeTask(Task):
     work: str
     partition: int
     top: int = PROPERTIES
+    surface_area: bool = False
 
     def run(self) -> dict[str, Any]:
         import pyarrow as pa
@@ -131,7 +198,7 @@ class StatsMergeTask(Task):
             all_ids.append(ids)
             tables.append(table)
         ids = np.concatenate(all_ids) if all_ids else np.zeros(0, np.uint64)
-        table = np.concatenate(tables) if tables else np.zeros((0, 10))
+        table = np.concatenate(tables) if tables else np.zeros((0, 11 if self.surface_area else 10))
         objects_, inverse = np.unique(ids, return_inverse=True)
         n = len(objects_)
         voxels = np.zeros(n)
@@ -156,6 +223,11 @@ class StatsMergeTask(Task):
         for a, axis in enumerate("xyz"):
             columns[f"centroid_{axis}_nm"] = pa.array((centroid[:, a] + 0.5) * resolution[a], pa.float64())
         columns["volume_nm3"] = pa.array(voxels * float(np.prod(resolution)), pa.float64())
+        if self.surface_area:
+            surface = np.zeros(n)
+            np.add.at(surface, inverse, table[:, 10])
+            columns["surface_nm2"] = pa.array(surface, pa.float64())
+        kv.put(counts_key(self.mip, self.partition), inputs.table_bytes(objects_, voxels.astype(np.uint64)))
         buffer = io.BytesIO()
         pq.write_table(pa.table(columns), buffer, compression="zstd")
         kv.put(f"{table_dir(self.mip)}/part-{self.partition:05d}.parquet", buffer.getvalue())
@@ -167,7 +239,7 @@ class StatsMergeTask(Task):
 
 @planner
 def plan(path: str, *, mip: int = 0, fill_missing: bool = False, shape: Sequence[int] | None = None,
-         properties: int = PROPERTIES, memory: int = DEFAULT_MEMORY) -> tuple[Plan, list[str]]:
+         properties: int = PROPERTIES, surface_area: bool = False, memory: int = DEFAULT_MEMORY) -> tuple[Plan, list[str]]:
     layer = Layer.open(path)
     info = layer.info
     if info.type != "segmentation" or info.dtype.kind != "u" or info.num_channels != 1:
@@ -188,10 +260,10 @@ def plan(path: str, *, mip: int = 0, fill_missing: bool = False, shape: Sequence
     work = objects.forge_dir(result, stats_dir(mip))
 
     def forge(box: Bbox) -> StatsForgeTask:
-        return StatsForgeTask(url, mip, tuple(box.to_list()), work(), bits, fill_missing)
+        return StatsForgeTask(url, mip, tuple(box.to_list()), work(), bits, fill_missing, surface_area)
 
     def merge(part: int) -> StatsMergeTask:
-        return StatsMergeTask(url, mip, work(), part, int(properties))
+        return StatsMergeTask(url, mip, work(), part, int(properties), surface_area)
 
     result.stages = [Stage.grid("forge", region, block, forge, scale.voxel_offset),
                      Stage.each("merge", range(1 << bits), merge)]
@@ -224,6 +296,7 @@ def plan(path: str, *, mip: int = 0, fill_missing: bool = False, shape: Sequence
         voxels = np.concatenate(voxels) if voxels else np.zeros(0)
         largest = np.argsort(-voxels, kind="stable")[: int(properties)]
         kv.put_json(f"{stats_dir(mip)}/pumice.json", {"mip": mip, "block": list(block), "job": result.job_id,
+                                                       "partition_bits": bits,
                                                        "resolution": list(scale.resolution)})
         notes = []
         if properties:
@@ -322,3 +395,37 @@ def objects_in(path: str, bounds: Bbox, mip: int = 0) -> np.ndarray:
         found.append(fastremap.unique(labels).astype(np.uint64))
     ids = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
     return ids[ids != 0]
+
+
+def has_counts(url: str, mip: int) -> bool:
+    """Whether a finished `pumice stats` left voxel counts for this mip."""
+    record = open_kv(url).get_json(f"{stats_dir(mip)}/pumice.json")
+    return isinstance(record, dict) and "partition_bits" in record
+
+
+def voxel_counts(url: str, mip: int, ids: np.ndarray) -> np.ndarray:
+    """Each object's voxels in the whole volume, from the stats table (0 for ids it does not hold),
+    reading only the pages of the partitions and pages the ids fall in: memory follows ``ids``."""
+    record = open_kv(url).get_json(f"{stats_dir(mip)}/pumice.json")
+    ids = np.asarray(ids, dtype=np.uint64)
+    counts = np.zeros(len(ids), dtype=np.uint64)
+    if not len(ids):
+        return counts
+    parts = sharding.shard_numbers(ids.tolist(), sharding.object_sharding(int(record["partition_bits"]), 0))
+    for part in np.unique(parts):
+        mine = parts == part
+        counts[mine] = inputs.lookup(f"{url.rstrip('/')}/{counts_key(mip, int(part))}", ids[mine])[0]
+    return counts
+
+
+def without_small_objects(labels: np.ndarray, url: str, mip: int, threshold: int) -> tuple[np.ndarray, int]:
+    """``labels`` with the objects under ``threshold`` voxels in the whole volume (stats' counts) set
+    to 0, and how many there were."""
+    import fastremap
+
+    ids = fastremap.unique(labels)
+    ids = ids[ids != 0]
+    small = ids[voxel_counts(url, mip, ids) < threshold]
+    if len(small):
+        labels = fastremap.mask(labels, small.tolist(), in_place=False)
+    return labels, int(len(small))
