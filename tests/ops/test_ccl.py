@@ -6,6 +6,7 @@ memory per task does not grow with the number of blocks; bad input gets one line
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 import tracemalloc
 
 import cc3d
@@ -51,7 +52,7 @@ def output(path) -> np.ndarray:
 
 
 @pytest.mark.parametrize("connectivity", [6, 18, 26])
-@pytest.mark.parametrize("memory", ["512MB", "100KB"])  # one partition; a partition per block or two
+@pytest.mark.parametrize("memory", ["512MB", "200KB"])  # one partition; a partition per block or two
 def test_equals_cc3d_on_the_whole_array(cli, tmp_path, connectivity, memory):
     data = blobs(connectivity + len(memory))
     src = segmentation(cli, tmp_path / "seg", data)
@@ -63,7 +64,7 @@ def test_equals_cc3d_on_the_whole_array(cli, tmp_path, connectivity, memory):
     np.testing.assert_array_equal(canonical(out), canonical(want))
     assert int(out.max()) == int(want.max())  # 1..K, no gaps
     assert sorted(np.unique(out))[:2] == [0, 1]
-    if memory == "100KB":
+    if memory == "200KB":
         assert summary["stages"]["round1"]["tasks"] > 1  # partitions exchanged labels
 
 
@@ -152,7 +153,7 @@ def test_dust_on_a_segmentation(cli, tmp_path):
     data = blobs(9, grain=1, empty=0.5)
     src = segmentation(cli, tmp_path / "seg", data)
     summary = run_json(cli, "ccl", src, tmp_path / "cc", "--dust", "6", "--connectivity", "18", "--shape", "8,8,8",
-                       "--memory", "200KB", "--no-progress")
+                       "--memory", "400KB", "--no-progress")
     want = cc3d.connected_components(cc3d.dust(data, 6, connectivity=18), connectivity=18)
     out = output(tmp_path / "cc")
     np.testing.assert_array_equal(canonical(out), canonical(want))
@@ -236,21 +237,23 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("connectivity", [6, 18, 26])
-def test_pinky40_equals_cc3d(cli, tmp_path, shared_data, connectivity):
+def test_pinky40_equals_cc3d(cli, tmp_path, shared_data):
+    """Connectivity 26 in blocks of 64^3 (the most seams, the widest slabs) and 128^3; 6 and 18 in 128^3."""
     import gzip
 
     import crackle
 
     data = np.asfortranarray(crackle.decompress(gzip.decompress(shared_data("pinky40_seg_512.npy.ckl.gz").read_bytes())))
     src = ingest_array(cli, tmp_path / "pinky40", data, "--resolution", "32,32,40", "--type", "segmentation")
-    want = cc3d.connected_components(data, connectivity=connectivity)
-    for block in (64, 128) if connectivity == 26 else (128,):  # 64^3 blocks: the most seams, for the widest slabs
-        run_json(cli, "ccl", src, tmp_path / f"cc{block}", "--shape", f"{block},{block},{block}", "--connectivity",
-                 str(connectivity), "--workers", "2", "--no-progress")
-        out = output(tmp_path / f"cc{block}")
-        assert int(out.max()) == int(want.max())
-        assert same_partition(out, want)
+    for connectivity, block in ((26, 64), (26, 128), (18, 128), (6, 128)):
+        out = tmp_path / f"cc{connectivity}-{block}"
+        run_json(cli, "ccl", src, out, "--shape", f"{block},{block},{block}", "--connectivity", str(connectivity),
+                 "--workers", "2", "--no-progress")
+        want = cc3d.connected_components(data, connectivity=connectivity)
+        got = output(out)
+        assert int(got.max()) == int(want.max()), (connectivity, block)
+        assert same_partition(got, want), (connectivity, block)
+        shutil.rmtree(out)
 
 
 @pytest.mark.slow

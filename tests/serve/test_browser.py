@@ -1034,13 +1034,18 @@ def test_segment_properties_listed_with_their_values(chromium: Any, tmp_path: Pa
             session = open_page(chromium, served.viewer, served.url, files.base_url)
             try:
                 page = session.page
-                page.locator("input[placeholder^='Enter ID']").fill(">voxels")  # sort by the property: its column shows
+                entries = ("() => Array.from(document.querySelectorAll('.neuroglancer-segment-list-entry'))"
+                           ".map(e => e.innerText)")
                 rows: list[str] = []
                 deadline = time.monotonic() + SCREENSHOT_TIMEOUT
-                while time.monotonic() < deadline and len(rows) <= len(want):
-                    rows = page.evaluate("() => Array.from(document.querySelectorAll('.neuroglancer-segment-list-entry'))"
-                                         ".map(e => e.innerText)")
+                while time.monotonic() < deadline and len(rows) <= len(want):  # the properties have loaded
+                    rows = page.evaluate(entries)
                     time.sleep(0.2)
+                query = page.locator("input[placeholder^='Enter ID']")
+                while time.monotonic() < deadline and "voxels" not in rows[0]:
+                    query.fill(">voxels")  # sort by the property: its column shows
+                    time.sleep(0.5)
+                    rows = page.evaluate(entries)
                 assert "voxels" in rows[0], rows  # the header names the property
                 shown = dict(row.split("\n") for row in rows[1:])
                 assert shown == want
