@@ -476,23 +476,7 @@ def _watched(*args: str, env: dict | None = None) -> tuple[float, int, str]:
     """Run the CLI in a child, sampling its resident memory (and its children's): wall s, peak RSS, stdout."""
     import os
 
-    import psutil
-
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pumice.cli.main", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
-    watched = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, max([watched.memory_info().rss] + [c.memory_info().rss for c in watched.children(recursive=True)]))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        sys.exit(f"benchmark command failed: pumice {' '.join(args)}\n{err}")
-    return time.perf_counter() - start, peak, out
+    return _watched_command([sys.executable, "-m", "pumice.cli.main", *args], {**os.environ, **(env or {})})
 
 
 QUEUE_TASKS = 1_000_000
@@ -733,12 +717,13 @@ def _igneous() -> Path | None:
     return cli
 
 
-def _watched_command(argv: list[str]) -> tuple[float, int]:
-    """Any command in a child, sampling the resident memory of its largest process: wall s, peak RSS."""
+def _watched_command(argv: list[str], env: dict | None = None) -> tuple[float, int, str]:
+    """Any command in a child, sampling the resident memory of its largest process: wall s, peak RSS,
+    stdout."""
     import psutil
 
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     watched = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
@@ -750,7 +735,7 @@ def _watched_command(argv: list[str]) -> tuple[float, int]:
     out, err = proc.communicate()
     if proc.returncode != 0:
         sys.exit(f"benchmark command failed: {' '.join(argv)}\n{err[-2000:]}")
-    return time.perf_counter() - start, peak
+    return time.perf_counter() - start, peak, out
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -808,7 +793,7 @@ def bench_ccl(work: Path) -> dict:
         for _ in range(REPEATS - 1):
             shutil.rmtree(target, ignore_errors=True)
             times.append(_watched_command([str(igneous), "-p", "2", "image", "ccl", "auto", f"file://{layer}",
-                                           f"file://{target}", "--shape", shape]))  # its default encoding (compresso)
+                                           f"file://{target}", "--shape", shape])[:2])  # its default encoding (compresso)
         seconds, rss = min(times)
         ign = {"seconds": seconds, "peak_rss_mib": rss / 2**20, "version": IGNEOUS_VERSION, "connectivity": 6,
                "shape": shape}

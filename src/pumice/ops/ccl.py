@@ -56,6 +56,16 @@ CONNECTIVITY = (6, 18, 26)
 BYTES_PER_VOXEL = 40  # labels, cc3d's output and work, the output ids
 BYTES_PER_FACE_VOXEL = 96  # a partition's share of a face voxel: nodes, labels, edges, their indexes
 PIECE_BITS = 32
+
+
+def block_of(keys: np.ndarray) -> np.ndarray:
+    """The block number of each piece key (``block << 32 | piece``)."""
+    return (np.asarray(keys, dtype=np.uint64) >> np.uint64(PIECE_BITS)).astype(np.int64)
+
+
+def piece_of(keys: np.ndarray) -> np.ndarray:
+    """The piece number within its block of each piece key."""
+    return (np.asarray(keys, dtype=np.uint64) & np.uint64(2**PIECE_BITS - 1)).astype(np.int64)
 FACES = ("x0", "x1", "y0", "y1", "z0", "z1")
 
 
@@ -115,7 +125,7 @@ class Grid:
         return (i // self.part[0]) + px * ((j // self.part[1]) + py * (k // self.part[2]))
 
     def partition_of(self, keys: np.ndarray) -> np.ndarray:
-        return self.partition_of_blocks(np.asarray(keys, dtype=np.uint64) >> np.uint64(PIECE_BITS))
+        return self.partition_of_blocks(block_of(keys))
 
     def blocks_of_partition(self, p: int) -> list[int]:
         px, py = self.part_shape[0], self.part_shape[1]
@@ -260,7 +270,7 @@ class SeamTask(CclTask):
             lo[axis], hi[axis] = box.maxpt[axis] - 1, box.maxpt[axis] + 1
             slab = Bbox(lo, hi)
             values = keys = None
-            for d in itertools_product(axis, reach):
+            for d in slab_neighbours(axis, reach):
                 nijk = [a + b for a, b in zip(ijk, d)]
                 if not grid.inside(nijk):
                     continue
@@ -290,7 +300,7 @@ class SeamTask(CclTask):
         return {"edges": int(len(found))}
 
 
-def itertools_product(axis: int, reach: int) -> list[tuple[int, int, int]]:
+def slab_neighbours(axis: int, reach: int) -> list[tuple[int, int, int]]:
     """Neighbour offsets whose face planes make the slab across ``axis``: this layer and the next
     along it, ``reach`` blocks either way along the others."""
     import itertools
@@ -459,12 +469,11 @@ class SizesTask(CclTask):
         state = final_state(kv, self.partition, self.rounds)
         if state is None or not len(state.nodes):
             return {}
-        block_of = (state.nodes >> np.uint64(PIECE_BITS)).astype(np.int64)
+        blocks = block_of(state.nodes)
         sizes = np.zeros(len(state.nodes), np.uint64)
-        for b in np.unique(block_of):
-            sel = block_of == b
-            piece_sizes = unpack(kv.get(f"blocks/{int(b)}"))["sizes"]
-            sizes[sel] = piece_sizes[(state.nodes[sel] & np.uint64(2**PIECE_BITS - 1)).astype(np.int64)]
+        for b in np.unique(blocks):
+            sel = blocks == b
+            sizes[sel] = unpack(kv.get(f"blocks/{int(b)}"))["sizes"][piece_of(state.nodes[sel])]
         labels = state.label[state.group]
         owners = grid.partition_of(labels)
         for q in np.unique(owners):  # one message at a time: a partition borders up to 26 others
@@ -499,14 +508,14 @@ class HeadsTask(CclTask):
                 message = unpack(kv.get(key))
                 for rep, size in zip(message["rep"].tolist(), message["size"].tolist()):
                     totals[rep] = totals.get(rep, 0) + size
-        block_of = (nodes >> np.uint64(PIECE_BITS)).astype(np.int64)
+        blocks = block_of(nodes)
         items, counts = [], []
         components = dust_components = 0
         for b in grid.blocks_of_partition(self.partition):
             info = unpack(kv.get(f"blocks/{b}"))
             n = int(info["n"])
-            sel = block_of == b
-            local = (nodes[sel] & np.uint64(2**PIECE_BITS - 1)).astype(np.int64)
+            sel = blocks == b
+            local = piece_of(nodes[sel])
             joined = local[labels[sel] != nodes[sel]]
             excluded = [joined]
             if self.dust:
@@ -573,17 +582,16 @@ class NumberTask(CclTask):
             return {}
         labels = state.label[state.group]
         ids = np.zeros(len(labels), np.uint64)
-        head_block = (labels >> np.uint64(PIECE_BITS)).astype(np.int64)
-        mask = np.uint64(2**PIECE_BITS - 1)
+        head_block = block_of(labels)
         for b in np.unique(head_block):
             sel = head_block == b
             excluded = np.frombuffer(kv.get(f"heads/{int(b)}"), np.uint32).astype(np.int64)
-            local = (labels[sel] & mask).astype(np.int64)
+            local = piece_of(labels[sel])
             dust = np.isin(local, excluded)
             ids[sel] = np.where(dust, 0, ids_of(excluded, block_offset(kv, int(b)), local))
-        block_of = (state.nodes >> np.uint64(PIECE_BITS)).astype(np.int64)
-        kv.put_many([(f"ids/{int(b)}", pack(local=(state.nodes[block_of == b] & mask).astype(np.uint32),
-                                           ids=ids[block_of == b])) for b in np.unique(block_of)])
+        blocks = block_of(state.nodes)
+        kv.put_many([(f"ids/{int(b)}", pack(local=piece_of(state.nodes[blocks == b]).astype(np.uint32),
+                                           ids=ids[blocks == b])) for b in np.unique(blocks)])
         return {}
 
 
