@@ -619,23 +619,22 @@ class RelabelTask(BlockTask):
             values = foreground(values, self.threshold_gte, self.threshold_lte)
         labels, n = pieces(values, self.connectivity)
         excluded = np.frombuffer(kv.get(f"heads/{block}"), np.uint32).astype(np.int64)
-        offset = block_offset(kv, block)
-        table = np.zeros(n + 1, np.uint64)
+        dtype = np.dtype(Layer.open(self.dest).info.data_type)
+        table = np.zeros(n + 1, dtype)  # in the output's type: indexing makes the block with no conversion
         local = np.arange(1, n + 1)
-        table[1:] = ids_of(excluded, offset, local)
+        table[1:] = ids_of(excluded, block_offset(kv, block), local)
         table[excluded] = 0
         starts = table.astype(bool)  # pieces that start their component, before the face pieces are set
         blob = kv.get(f"ids/{block}")
         if blob is not None:
             faces = unpack(blob)
             table[faces["local"].astype(np.int64)] = faces["ids"]
-        out = table[labels]
-        dtype = np.dtype(Layer.open(self.dest).info.data_type)
         if self.mapping:
             source_label = np.zeros(n + 1, values.dtype)
             source_label[labels.ravel(order="F")] = values.ravel(order="F")
-            kv.put(f"mapping/{block:012d}", pack(ids=table[starts], labels=source_label[starts].astype(np.uint64)))
-        return np.asfortranarray(out.astype(dtype, copy=False)), {}
+            kv.put(f"mapping/{block:012d}", pack(ids=table[starts].astype(np.uint64),
+                                                 labels=source_label[starts].astype(np.uint64)))
+        return np.asfortranarray(table[labels]), {}
 
 
 # -- the planner ----------------------------------------------------------------------------------
