@@ -6,7 +6,9 @@ An operation's test module (``tests/ops/test_<operation>.py``) may declare
 - ``RUNNER_CASES = {name: setup}``: ``setup(cli, root)`` builds the input under ``root`` and returns
   the command (without runner options) and the folder whose files are compared.
   ``tests/execution/test_runners_agree.py`` runs each on the local runner, a Dask cluster, fq://
-  and SQS, and requires the same bytes everywhere.
+  and SQS, and requires the same bytes everywhere. A setup with a ``files`` attribute (a function of the
+  folder returning ``{name: bytes}``) says what its output is where the files' own bytes may differ
+  (a database).
 - ``RESUME_CASES = {name: Resume(setup, stage)}``: ``tests/execution/test_resume.py`` kills the
   command once a quarter of ``stage``'s tasks are done, runs it again, and requires that only the
   unfinished tasks ran and that the bytes equal an uninterrupted run's.
