@@ -216,7 +216,7 @@ def test_bad_input_gets_one_line(cli, tmp_path):
     cases = []
     np.save(tmp_path / "zero_body.npy", np.array([[int(pairs[0, 0]), 0]], np.uint64))
     cases.append((["label-index", seg, "--mapping", tmp_path / "zero_body.npy"], "to body 0"))
-    np.save(tmp_path / "zero_sv.npy", np.array([[0, 5]], np.uint64))
+    np.save(tmp_path / "zero_sv.npy", np.array([[0, 5], [7, 8]], np.uint64))
     cases.append((["label-index", seg, "--mapping", tmp_path / "zero_sv.npy"], "supervoxel 0"))
     (tmp_path / "twice.csv").write_text("5,6\n5,7\n")
     cases.append((["label-index", seg, "--mapping", tmp_path / "twice.csv"], "5"))
@@ -239,6 +239,42 @@ def test_bad_input_gets_one_line(cli, tmp_path):
     assert code == 0, err
     code, _, err = cli("label-index", "query", seg, "123456789")
     assert code == 2 and "not in the label index" in err
+
+
+def fast_reference(data: np.ndarray, offset, pairs: np.ndarray) -> dict[int, dict]:
+    """``reference`` for uint32 supervoxels of a large array: one fastremap.unique of (block, sv) keys."""
+    import fastremap
+
+    blocks = [np.floor_divide(np.arange(n) + o, 64) for n, o in zip(data.shape, offset)]
+    low = [b - b.min() for b in blocks]
+    span = [int(b.max()) + 1 for b in low]
+    linear = (low[0][:, None, None] + span[0] * (low[1][None, :, None] + span[1] * low[2][None, None, :])).astype(np.uint64)
+    keys = (linear << np.uint64(32)) | data.astype(np.uint64)
+    keys, counts = fastremap.unique(keys[data != 0], return_counts=True)
+    body_of = dict(zip(pairs[:, 0].tolist(), pairs[:, 1].tolist()))
+    out: dict[int, dict] = {}
+    for key, n in zip(keys.tolist(), counts.tolist()):
+        sv, index = key & 0xFFFFFFFF, key >> 32
+        bx, rest = index % span[0], index // span[0]
+        by, bz = rest % span[1], rest // span[1]
+        corner = (bx + int(blocks[0].min()), by + int(blocks[1].min()), bz + int(blocks[2].min()))
+        out.setdefault(body_of.get(sv, sv), {}).setdefault(corner, {})[sv] = n
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("offset", [(0, 0, 0), (37, -5, 100)])
+def test_neuroproof_supervoxels_and_bodies(cli, tmp_path, shared_data, offset):
+    with h5py.File(shared_data("neuroproof_sample2.h5"), "r") as f:
+        data = np.asfortranarray(f["labels/gt_supervoxels"][:].transpose(2, 1, 0))
+        pairs = f["labels/gt_sv_to_body"][:].astype(np.uint64)
+    np.save(tmp_path / "sv_to_body.npy", pairs)
+    seg = ingest_array(cli, tmp_path / "seg", data, "--resolution", "10,10,10", "--type", "segmentation",
+                       "--offset", ",".join(map(str, offset)))
+    run_json(cli, "label-index", seg, "--mapping", tmp_path / "sv_to_body.npy", "--workers", "2", "--no-progress")
+    want = fast_reference(data, offset, pairs)
+    assert len(want) > 100
+    assert indexed(seg) == want
 
 
 # -- cases for the tests every operation shares (tests/framework.py) -------------------------------------

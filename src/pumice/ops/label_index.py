@@ -206,7 +206,10 @@ def load_mapping(path: str) -> tuple[np.ndarray, np.ndarray]:
     svs, bodies = read_mapping(path)
     where = urls.display(urls.normalize(str(path)))
     if len(svs) and svs[0] == 0:
-        raise MappingError(f"{where} maps supervoxel 0, which is background: remove that row")
+        if bodies[0] != 0:
+            raise MappingError(f"{where} maps supervoxel 0, which is background, to body {int(bodies[0])}: remove "
+                               f"that row")
+        svs, bodies = svs[1:], bodies[1:]  # background to background, as many tools write it
     if len(bodies) and (bodies == 0).any():
         sv = int(svs[np.argmax(bodies == 0)])
         raise MappingError(f"{where} maps supervoxel {sv} to body 0, which is background: give it a body id")
