@@ -26,7 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ids", metavar="ID,ID,...", help="mesh only these objects (others already meshed are kept)")
     p.add_argument("--exclude-ids", metavar="ID,ID,...", help="do not mesh these objects")
     p.add_argument("--fill-missing", action="store_true", help="read missing chunks as background instead of failing")
-    p.add_argument("--dir", metavar="NAME", help="mesh directory inside the layer (default: the info's, else 'mesh')")
+    p.add_argument("--dir", metavar="NAME", help="mesh directory inside the layer (default: the info's, else 'mesh'; "
+                   "with --mapping 'mesh_bodies')")
+    p.add_argument("--mapping", metavar="FILE",
+                   help="supervoxel -> body (CSV, .npy, DVID text or binary): one mesh per body, without writing a "
+                   "remapped layer, into its own directory (a Neuroglancer mesh source: precomputed://PATH/mesh_bodies); "
+                   "--ids then names bodies")
     p.add_argument("--sharded", action="store_true",
                    help="write Neuroglancer's multi-resolution sharded Draco format (default: legacy, one file per object)")
     p.add_argument("--lods", type=positive_int, help="levels of detail in the sharded format (default 3)")
@@ -40,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         simplify=not args.no_simplify, dust_threshold=args.dust_threshold, dust_global=args.dust_global,
         ids=parse_ids(args.ids, "--ids"), exclude_ids=parse_ids(args.exclude_ids, "--exclude-ids"),
         fill_missing=args.fill_missing, mesh_dir=args.dir, sharded=args.sharded, lods=args.lods,
-        **memory_arg(args),
+        mapping=args.mapping, **memory_arg(args),
     )
     execute(plan, notes, args)
     return 0

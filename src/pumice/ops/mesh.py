@@ -56,6 +56,7 @@ class MeshForgeTask(Task):
     exclude_ids: tuple = ()
     fill_missing: bool = False
     dust_global: int = 0  # objects under this many voxels in the volume (stats' counts) are not meshed
+    mapping: str | None = None  # staged supervoxel -> body table: one mesh per body
 
     def run(self) -> dict[str, Any]:
         import fastremap
@@ -66,7 +67,7 @@ class MeshForgeTask(Task):
         box = Bbox.from_list(self.bbox)
         bounds = scale.bounds
         labels, read_box = objects.read_block(layer, self.mip, box, ids=self.ids, exclude_ids=self.exclude_ids,
-                                              fill_missing=self.fill_missing)
+                                              fill_missing=self.fill_missing, mapping=self.mapping)
         if self.dust_global:
             labels, _ = stats.without_small_objects(labels, self.layer, self.mip, self.dust_global)
         # Voxels of each object in this block's own part (not the overlap), for --dust-global.
@@ -258,8 +259,13 @@ def plan(
     mesh_dir: str | None = None,
     sharded: bool = False,
     lods: int | None = None,
+    mapping: str | None = None,
     memory: int = DEFAULT_MEMORY,
 ) -> tuple[Plan, list[str]]:
+    """Meshes of every object of ``path``; with ``mapping`` (supervoxel -> body), of every body, from
+    the supervoxels relabelled block by block (no remapped layer is written), into their own directory
+    (default ``mesh_bodies``) that the layer's info does not name: the layer's meshes stay its
+    supervoxels'."""
     notes: list[str] = []
     layer = objects.open_segmentation(path, "meshes")
     info = layer.info
@@ -273,7 +279,11 @@ def plan(
     lods = lods or 3
     if dust_threshold < 0 or dust_global < 0:
         raise PumiceError("dust thresholds are voxel counts, zero or more")
-    mesh_dir = objects.output_dir(info, mesh_dir, "mesh", "mesh")
+    staged = objects.staged_mapping(mapping, layer.url)
+    mesh_dir = objects.output_dir(info, mesh_dir or ("mesh_bodies" if staged else None), "mesh", "mesh")
+    if staged is not None and mesh_dir == info.extra.get("mesh"):
+        raise PumiceError(f"--dir {mesh_dir} holds the layer's own (supervoxel) meshes; body meshes go elsewhere "
+                          f"(default mesh_bodies)")
     ids = tuple(sorted({int(i) for i in ids}))
     exclude_ids = tuple(sorted({int(i) for i in exclude_ids}))
     max_error, dust_threshold, dust_global = float(max_error), int(dust_threshold), int(dust_global)  # one job id for 40 and 40.0
@@ -305,17 +315,28 @@ def plan(
 
     params = {"mip": mip, "block": list(block), "max_error": max_error, "simplify": simplify, "dust_threshold": dust_threshold,
               "dust_global": dust_global, "ids": list(ids), "exclude_ids": list(exclude_ids), "dir": mesh_dir,
-              "sharded": sharded, "lods": lods if sharded else 1, "partition": [bits, minishard_bits]}
+              "sharded": sharded, "lods": lods if sharded else 1, "partition": [bits, minishard_bits],
+              "mapping": staged.digest if staged else None}
     url = layer.url
-    result = Plan("mesh", url, params, provenance="mesh",
-                  prepare=lambda: objects.create_output_dir(layer, "mesh", mesh_dir, mesh_info))
+
+    def prepare() -> None:
+        if staged is None:
+            objects.create_output_dir(layer, "mesh", mesh_dir, mesh_info)
+        else:  # body meshes: a mesh source of their own, not the layer's
+            staged.put()
+            layer.kv.put_json(f"{mesh_dir}/info", mesh_info)
+
+    result = Plan("mesh", url, params, provenance="mesh", prepare=prepare)
+    if staged is not None:
+        result.inputs = {"mapping": staged.url}
     work = objects.forge_dir(result, mesh_dir)
     # --dust-global: with stats' counts, forge leaves small objects out (no meshing them); merge's own
     # count (forge's voxels per block) decides otherwise, and agrees.
-    counted = dust_global if dust_global and stats.has_counts(layer.url, mip) else 0
+    counted = dust_global if dust_global and not staged and stats.has_counts(layer.url, mip) else 0  # stats count supervoxels
     params["dust_global_from_stats"] = bool(counted)
     forge_options = dict(max_error=float(max_error), simplify=simplify, dust_threshold=dust_threshold, ids=ids,
-                         exclude_ids=exclude_ids, fill_missing=fill_missing, dust_global=counted)
+                         exclude_ids=exclude_ids, fill_missing=fill_missing, dust_global=counted,
+                         mapping=staged.url if staged else None)
 
     def forge_task(box: Bbox) -> MeshForgeTask:
         return MeshForgeTask(layer=url, mip=mip, bbox=tuple(box.to_list()), work=work(), partition_bits=bits,

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import LayerError, PumiceError
 from ..geometry import Bbox
 from ..plan import Plan
-from ..storage import records, sharding, urls
+from ..storage import inputs, records, sharding, urls
 from ..storage.info import LayerInfo
 from ..storage.kv import KV
 from ..storage.layer import Layer
@@ -65,19 +65,44 @@ def create_output_dir(layer: Layer, key: str, directory: str, info: dict) -> Non
 
 
 def read_block(layer: Layer, mip: int, box: Bbox, *, ids: Sequence[int], exclude_ids: Sequence[int],
-               fill_missing: bool) -> tuple[np.ndarray, Bbox]:
-    """The block's labels plus one voxel on the high side (inside the volume), Fortran order, with
-    only ``ids`` kept and ``exclude_ids`` removed; and the box that was read."""
+               fill_missing: bool, mapping: str | None = None) -> tuple[np.ndarray, Bbox]:
+    """The block's labels plus one voxel on the high side (inside the volume), Fortran order, through
+    the staged supervoxel -> body table ``mapping`` if given (ids it does not name stay), with only
+    ``ids`` kept and ``exclude_ids`` removed; and the box that was read."""
     import fastremap
 
     bounds = layer.info.scale(mip).bounds
     read_box = Bbox(box.minpt, tuple(min(b + 1, m) for b, m in zip(box.maxpt, bounds.maxpt)))
     labels = np.asfortranarray(layer.read(read_box, mip, fill_missing=fill_missing)[..., 0])
+    if mapping is not None:
+        labels = bodies_of(labels, mapping)
     if ids:
         labels = fastremap.mask_except(labels, list(ids), in_place=True)
     if exclude_ids:
         labels = fastremap.mask(labels, list(exclude_ids), in_place=True)
     return labels, read_box
+
+
+def bodies_of(labels: np.ndarray, mapping: str) -> np.ndarray:
+    """Supervoxels replaced by their bodies (uint64), looked up in the staged table a page at a time."""
+    import fastremap
+
+    labels = np.asfortranarray(labels.astype(np.uint64, copy=False))
+    present = fastremap.unique(labels)
+    bodies, found = inputs.lookup(mapping, present)
+    bodies[~found] = present[~found]
+    return fastremap.remap(labels, dict(zip(present.tolist(), bodies.tolist())), preserve_missing_labels=True,
+                           in_place=True)
+
+
+def staged_mapping(mapping: str | None, dest: str) -> inputs.SideInput | None:
+    """A supervoxel -> body mapping file read, checked and staged as a table beside ``dest``."""
+    if mapping is None:
+        return None
+    from .remap import read_mapping
+
+    svs, bodies = read_mapping(mapping)
+    return inputs.of_bytes(inputs.table_bytes(svs, bodies), "mapping.table", dest)
 
 
 def write_fragments(kv: KV, work: str, box: Bbox, items: list, partition_bits: int, minishard_bits: int,
