@@ -225,7 +225,9 @@ class SqsQueue:
 
     def set_pointer(self, pointer: dict[str, Any]) -> None:
         text = json.dumps(pointer, separators=(",", ":"))
-        if len(text) > 256:  # SQS's limit for a tag value
+        if len(text) > 256 and pointer.get("notes"):  # SQS's limit for a tag value: the notes are said elsewhere too
+            text = json.dumps({**pointer, "notes": []}, separators=(",", ":"))
+        if len(text) > 256:
             raise PumiceError(f"the destination URL is too long to record on an SQS queue ({len(text)} > 256 characters)")
         self.sqs.tag_queue(QueueUrl=self.api.qurl, Tags={self.POINTER_TAG: text})
 
