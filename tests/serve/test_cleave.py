@@ -242,3 +242,38 @@ def test_cli_serves_applies_cleaves_and_says_when_the_port_is_taken(cli, tmp_pat
     moved = done["supervoxels"]
     assert label_index.bodies_of(str(seg), moved).tolist() == [201] * len(moved)
     assert label_index.body_index(str(seg), 201)["supervoxels"] == moved
+
+
+@pytest.mark.slow
+def test_neuroproof_cleaves_equal_networkx(cli, tmp_path, shared_data):
+    """Edges scored by neuroproof's raw image (dark membranes, so --invert), its supervoxel -> body
+    mapping: 30 bodies of 3+ supervoxels, two seeds each, equal to networkx's spanning tree."""
+    import h5py
+
+    from framework import ingest_array, run_json
+    from pumice.ops.remap import read_mapping
+    from pumice.serve.cleave import cleave, read_edge_table
+
+    with h5py.File(shared_data("neuroproof_sample2.h5"), "r") as f:
+        labels = np.asfortranarray(f["labels/gt_supervoxels"][:].transpose(2, 1, 0))
+        raw = np.asfortranarray(f["raw"][:].transpose(2, 1, 0))
+        pairs = f["labels/gt_sv_to_body"][:].astype(np.uint64)
+    seg = ingest_array(cli, tmp_path / "seg", labels, "--resolution", "10,10,10", "--type", "segmentation")
+    ingest_array(cli, tmp_path / "raw", raw, "--resolution", "10,10,10")
+    run_json(cli, "edges", seg, "--boundary", tmp_path / "raw", "--invert", "--workers", "2", "--no-progress")
+    np.save(tmp_path / "map.npy", pairs)
+    svs, bodies = read_mapping(str(tmp_path / "map.npy"))
+    a, b, score = read_edge_table(str(seg / "edges" / "merge-table.csv"))
+    index = CleaveIndex(svs, bodies, a, b, score)
+    present = set(np.unique(labels).tolist()) - {0}
+    owner = np.array([int(dict(zip(svs.tolist(), bodies.tolist())).get(s, s)) for s in sorted(present)], np.uint64)
+    in_seg = np.array(sorted(present), np.uint64)
+    big = [int(body) for body, n in zip(*np.unique(owner, return_counts=True)) if n >= 3]
+    assert len(big) >= 30
+    rng = np.random.default_rng(11)
+    for body in rng.choice(big, 30, replace=False).tolist():
+        members = np.sort(index.supervoxels(body))
+        first, second = rng.choice(members, 2, replace=False).tolist()
+        seeds = {"1": [first], "2": [second]}
+        reply = cleave(index, {"body-id": body, "seeds": seeds})
+        assert reply["assignments"] == reference(in_seg, owner, a, b, score, body, seeds), body
