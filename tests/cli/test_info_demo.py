@@ -44,6 +44,7 @@ def test_info_on_a_non_layer_is_a_clear_error(tmp_path, cli):
 def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
     code, out, err = cli("demo", tmp_path / "demo", "--workers", "2")
     assert code == 0, err
+    demo_out = out
     assert "pumice view" in out and "demo finished" in out
     image, labels = make_em_sample(SAMPLE_SHAPE_ZYX, seed=0, drift=DRIFT)
     em = CloudVolume(f"file://{tmp_path}/demo/em")
@@ -88,6 +89,33 @@ def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
     table = np.loadtxt(tmp_path / "demo" / "pieces-to-cells.csv", delimiter=",", skiprows=1, dtype=np.uint64, ndmin=2)
     back = np.asarray(table[:, 1])[np.asarray(pieces, np.int64) - 1]
     np.testing.assert_array_equal(np.where(pieces > 0, back, 0), labels.transpose(2, 1, 0))
+    # proofreading: supervoxels that map back to the cells, label indexes, one closed mesh per cell, edges,
+    # and the printed cleave request answered by a real server.
+    root = tmp_path / "demo"
+    svs = CloudVolume(f"file://{root}/supervoxels")[:, :, :][..., 0]
+    mapping = np.loadtxt(root / "sources" / "supervoxels-to-cells.csv", delimiter=",", skiprows=1, dtype=np.uint64, ndmin=2)
+    lookup = np.zeros(int(mapping[:, 0].max()) + 1, np.uint64)
+    lookup[mapping[:, 0].astype(np.int64)] = mapping[:, 1]
+    np.testing.assert_array_equal(lookup[np.asarray(svs, np.int64)], labels.transpose(2, 1, 0))
+    assert len(mapping) > 2 * len(cells)
+    from pumice.ops import label_index
+
+    biggest = int(np.bincount(labels.ravel())[1:].argmax()) + 1
+    assert label_index.body_index(str(root / "supervoxels"), biggest)["voxels"] == int((labels == biggest).sum())
+    assert list((root / "dvid" / "indices").glob("*.pb")) and (root / "block-stats.h5").exists()
+    bodies = CloudVolume(f"file://{root}/supervoxels", mesh_dir="mesh_bodies")
+    m = bodies.mesh.get(biggest)
+    m = m[biggest] if isinstance(m, dict) else m
+    assert len(m.faces) > 100
+    request_line = next(line for line in demo_out.splitlines() if line.strip().startswith("curl "))
+    request = json.loads(request_line.split("-d '", 1)[1].split("'", 1)[0])
+    from pumice.ops.remap import read_mapping
+    from pumice.serve.cleave import CleaveIndex, cleave, read_edge_table
+
+    index = CleaveIndex(*read_mapping(str(root / "sources" / "supervoxels-to-cells.csv")),
+                        *read_edge_table(str(root / "supervoxels" / "edges" / "merge-table.csv")))
+    reply = cleave(index, request)
+    assert set(reply["assignments"]) >= {"1", "2"} and not reply.get("errors")
     code, out, _ = cli("info", tmp_path / "demo" / "em")
     assert code == 0 and "levels: mip 0, sections 0-63, 25% of each sampled (levels/0/<z>)" in out
     with h5py.File(tmp_path / "demo" / "sources" / "labels.h5") as f:

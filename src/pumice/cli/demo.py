@@ -43,9 +43,27 @@ def write_sources(root: Path) -> tuple[Path, Path]:
     for z, section in enumerate(image):
         Image.fromarray(section).save(sections / f"section_{z}.png")
     labels_file = root / "sources" / "labels.h5"
+    supervoxels, pairs = cut_into_supervoxels(labels)
     with h5py.File(labels_file, "w") as f:
         f.create_dataset("labels", data=labels, chunks=(16, 64, 64), compression="gzip")
+        f.create_dataset("supervoxels", data=supervoxels, chunks=(16, 64, 64), compression="gzip")
+    lines = "".join(f"{sv},{cell}\n" for sv, cell in pairs.tolist())
+    (root / "sources" / "supervoxels-to-cells.csv").write_text("supervoxel,cell\n" + lines)
     return sections, labels_file
+
+
+def cut_into_supervoxels(labels):
+    """The cells cut by a grid of 32-voxel cubes into supervoxels (numbered 1..N), as an
+    over-segmentation would leave them, and the supervoxel -> cell mapping that puts them back."""
+    import fastremap
+    import numpy as np
+
+    z, y, x = np.meshgrid(*(np.arange(n) // 32 for n in labels.shape), indexing="ij")
+    cube = (z * 64 + y) * 64 + x
+    keyed = np.where(labels > 0, labels.astype(np.uint64) * np.uint64(1 << 20) + cube.astype(np.uint64), 0)
+    supervoxels, remap = fastremap.renumber(keyed, preserve_zero=True)
+    pairs = np.array(sorted((int(sv), int(key) >> 20) for key, sv in remap.items() if sv), np.uint64)
+    return supervoxels.astype(np.uint32), pairs
 
 
 def split_cells(mapping: Path) -> str:
@@ -56,6 +74,24 @@ def split_cells(mapping: Path) -> str:
     cells, pieces = np.unique(table[:, 1], return_counts=True)
     return (f"{len(table):,} piece(s) of {len(cells):,} cell(s): {int((pieces > 1).sum()):,} cell(s) are in more than one "
             f"piece (the sample's cells are cut by the volume's faces and by each other)")
+
+
+def cleave_example(supervoxels: Path, mapping: Path) -> str:
+    """The commands to start the cleave server and split the largest cell with two of its supervoxels."""
+    import json
+
+    import numpy as np
+
+    from ..ops import label_index
+
+    table = np.loadtxt(mapping, delimiter=",", skiprows=1, dtype=np.uint64, ndmin=2)
+    cells, counts = np.unique(table[:, 1], return_counts=True)
+    cell = int(cells[np.argmax(counts)])
+    svs = label_index.supervoxels_of(str(supervoxels), cell)
+    request = {"body-id": cell, "seeds": {"1": [int(svs[0])], "2": [int(svs[-1])]}, "user": "demo"}
+    return (f"cleave a cell: start the server\n  pumice serve cleave --edges {supervoxels}/edges/merge-table.csv "
+            f"--mapping {mapping} --port 5555\nthen, from another terminal:\n  curl -s -X POST -H 'Content-Type: "
+            f"application/json' -d '{json.dumps(request)}' http://127.0.0.1:5555/compute-cleave")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     em, seg = root / "em", root / "segmentation"
     normalized, clahe = root / "em-normalized", root / "em-clahe"
     pieces, pieces_csv = root / "segmentation-pieces", root / "pieces-to-cells.csv"
+    supervoxels, sv_mapping = root / "supervoxels", root / "sources" / "supervoxels-to-cells.csv"
     steps = [
         ("ingest the image stack", ["ingest", str(sections), str(em), "--resolution", RESOLUTION, "--chunk-size", "64,64,64",
                                     "--restart", *workers]),
@@ -92,6 +129,15 @@ def run(args: argparse.Namespace) -> int:
          ["stats", str(seg), "--top", "5", "--restart", *workers]),
         ("split cells into their connected pieces", ["ccl", str(seg), str(pieces), "--mapping-out", str(pieces_csv),
                                                      "--restart", *workers]),
+        ("proofreading: ingest the supervoxels (the cells cut into 32-voxel cubes)",
+         ["ingest", f"{labels_file}:/supervoxels", str(supervoxels), "--resolution", RESOLUTION, "--restart", *workers]),
+        ("proofreading: label indexes of the cells from the supervoxels and their mapping, exported for DVID",
+         ["label-index", str(supervoxels), "--mapping", str(sv_mapping), "--export", "dvid", str(root / "dvid"),
+          "--export", "block-stats", str(root / "block-stats.h5"), "--restart", *workers]),
+        ("proofreading: one mesh per cell from its supervoxels", ["mesh", str(supervoxels), "--mapping", str(sv_mapping),
+                                                                  "--restart", *workers]),
+        ("proofreading: the supervoxels' edges, scored by the image (dark membranes: --invert)",
+         ["edges", str(supervoxels), "--boundary", str(em), "--invert", "--restart", *workers]),
         ("the image layer", ["info", str(em)]),
         ("the segmentation layer", ["info", str(seg)]),
     ]
@@ -102,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
             return code
         if argv[0] == "ccl":
             print(split_cells(pieces_csv))
+        if argv[0] == "edges":
+            print(cleave_example(supervoxels, sv_mapping))
     _step(f"demo finished in {time.perf_counter() - started:.1f} s")
-    print(f"Look at it:  pumice view {em} {normalized} {clahe} {seg} {pieces}   (select a cell to see its mesh and skeleton "
+    print(f"Look at it:  pumice view {em} {normalized} {clahe} {seg} {pieces} {supervoxels}   (select a cell to see its mesh and skeleton "
           f"in the 3D panel; its Seg. tab lists the cells, sorted by size with the query >voxels; the grey levels before "
           f"normalizing are drawn in {root / 'em-levels.png'})")
     return 0
