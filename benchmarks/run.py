@@ -910,6 +910,156 @@ def show_stats(r: dict) -> None:
         print("  Igneous: not measured (could not install igneous-pipeline)")
 
 
+# -- proofreading preparation: label-index, edges, cleave -------------------------------------------
+
+def _pinky_bodies(work: Path, labels: np.ndarray) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A mapping of pinky40's labels onto a tenth as many bodies (the remap benchmark's, same seed)."""
+    svs = np.unique(labels)
+    svs = svs[svs != 0]
+    bodies = np.random.default_rng(0).integers(1, len(svs) // 10 + 1, len(svs)).astype(np.uint64)
+    mapping = work / "pinky40_bodies.csv"
+    mapping.write_text("supervoxel,body\n" + "".join(f"{s},{b}\n" for s, b in zip(svs.tolist(), bodies.tolist())))
+    return mapping, svs.astype(np.uint64), bodies
+
+
+def _block_counts(labels: np.ndarray, svs: np.ndarray, bodies: np.ndarray) -> int:
+    """The bound of a label index: every (64^3 block, supervoxel) count of the whole array with NumPy
+    and fastremap, each supervoxel's body looked up; returns the number of rows."""
+    import fastremap
+
+    shape = labels.shape
+    blocks = [np.arange(n) // 64 for n in shape]
+    span = [-(-n // 64) for n in shape]
+    linear = (blocks[0][:, None, None] + span[0] * (blocks[1][None, :, None] + span[1] * blocks[2][None, None, :]))
+    keys = (linear.astype(np.uint64) << np.uint64(32)) | labels.astype(np.uint64)
+    keys, counts = fastremap.unique(keys[labels != 0], return_counts=True)
+    sv = keys & np.uint64(0xFFFFFFFF)
+    body = bodies[np.searchsorted(svs, sv)]
+    order = np.lexsort((sv, keys >> np.uint64(32), body))  # grouped by body, as an index is
+    return int(len(order))
+
+
+def _face_contacts(labels: np.ndarray) -> int:
+    """The bound of an edge table (contact areas only): every face between two different non-zero
+    labels of the whole array, counted per pair with NumPy; returns the number of pairs."""
+    pairs = []
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        a, b = labels[tuple(lo)], labels[tuple(hi)]
+        touching = (a != b) & (a != 0) & (b != 0)
+        u, v = a[touching].astype(np.uint64), b[touching].astype(np.uint64)
+        pairs.append((np.minimum(u, v) << np.uint64(32)) | np.maximum(u, v))
+    keys, counts = np.unique(np.concatenate(pairs), return_counts=True)
+    return int(len(keys))
+
+
+def bench_label_index(work: Path) -> dict:
+    """`pumice label-index` and `pumice edges` of pinky40 (2 workers; its labels mapped onto a tenth
+    as many bodies) beside NumPy on the whole array in one process, with and without TensorStore's
+    read; and cleave latency on the largest body."""
+    layer = _pinky_layer(work)
+    if layer is None:
+        return {"skipped": f"{PINKY} not found"}
+    labels = _pinky_array(layer)
+    mapping, svs, bodies = _pinky_bodies(work, labels)
+    read_seconds = _timed(lambda: _pinky_array(layer))
+    rows_bound = _block_counts(labels, svs, bodies)
+    index_bound = _timed(lambda: _block_counts(labels, svs, bodies))
+    pairs_bound = _face_contacts(labels)
+    edges_bound = _timed(lambda: _face_contacts(labels))
+    labels = None
+    runs = {}
+    for name, argv in (("label-index", ["label-index", str(layer), "--mapping", str(mapping)]),
+                       ("edges", ["edges", str(layer), "--name", "bench_edges"])):
+        best = None
+        for _ in range(REPEATS - 1):
+            db = work / "label_index_bench.sqlite"
+            db.unlink(missing_ok=True)
+            extra = ["--db", f"sqlite:///{db}"] if name == "label-index" else []
+            seconds, rss, out = _pumice(*argv, *extra, "--workers", "2", "--no-progress", "--restart")
+            if best is None or seconds < best["seconds"]:
+                best = {"seconds": seconds, "in_run_seconds": out["seconds"], "peak_rss_mib": rss / 2**20,
+                        "tasks": out["tasks"], "outcome": out["outcome"]}
+        runs[name] = best
+    # the index holds the bound's rows; the edge table its pairs
+    from pumice.ops import edges
+    from pumice.storage.label_db import open_db
+
+    index = open_db(f"sqlite:///{work / 'label_index_bench.sqlite'}")
+    held = sum(len(rows[1]) for p in index.parts() for rows in index.partition_rows(p))
+    runs["label-index"]["rows"], runs["label-index"]["equal_rows"] = held, held == rows_bound
+    table = edges.read_edges(str(layer), "bench_edges")
+    runs["edges"]["pairs"], runs["edges"]["equal_pairs"] = len(table), len(table) == pairs_bound
+    cleave = _cleave_latency(mapping, table)
+    return {"work": f"pinky40 512^3 uint32, {len(svs):,} supervoxels onto {len(np.unique(bodies)):,} bodies",
+            "read_seconds": read_seconds, "index_bound_seconds": index_bound, "edges_bound_seconds": edges_bound,
+            "runs": runs, "cleave": cleave}
+
+
+def _cleave_latency(mapping: Path, table) -> dict:
+    """The cleave server (in this process, real HTTP) on the body with the most internal edges:
+    two seeds, 200 requests one at a time, then 20 clients x 10 at once."""
+    import http.client
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pumice.ops.remap import read_mapping
+    from pumice.serve.cleave import CleaveIndex, CleaveServer
+
+    svs, bodies = read_mapping(str(mapping))
+    a, b = table["id_a"].to_numpy(), table["id_b"].to_numpy()
+    index = CleaveIndex(svs, bodies, a, b, table["score"].to_numpy())
+    body_ids, counts = np.unique(index.edge_body, return_counts=True)
+    body = int(body_ids[np.argmax(counts)])
+    members = index.supervoxels(body)
+    request = json.dumps({"body-id": body, "seeds": {"1": [int(members[0])], "2": [int(members[-1])]}})
+    server = CleaveServer(index, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def one() -> float:
+        conn = http.client.HTTPConnection(*server.server_address[:2], timeout=60)
+        start = time.perf_counter()
+        conn.request("POST", "/compute-cleave", request, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        assert response.status == 200
+        return time.perf_counter() - start
+
+    alone = [one() for _ in range(200)]
+    with ThreadPoolExecutor(20) as pool:
+        together = list(pool.map(lambda _: one(), range(200)))
+    server.shutdown()
+    server.server_close()
+    return {"body": body, "supervoxels": int(len(members)), "edges": int(counts.max()),
+            "p50_ms": float(np.percentile(alone, 50) * 1000), "p99_ms": float(np.percentile(alone, 99) * 1000),
+            "concurrent_p50_ms": float(np.percentile(together, 50) * 1000),
+            "concurrent_p99_ms": float(np.percentile(together, 99) * 1000)}
+
+
+def show_label_index(r: dict) -> None:
+    if "skipped" in r:
+        print(f"label-index, edges, cleave: skipped ({r['skipped']})")
+        return
+    print(f"label-index, edges, cleave: {r['work']}")
+    li, ed = r["runs"]["label-index"], r["runs"]["edges"]
+    for name, run, bound, what in (("label-index", li, r["index_bound_seconds"], "(block, supervoxel) counts grouped by body"),
+                                   ("edges", ed, r["edges_bound_seconds"], "face contacts per pair")):
+        print(f"  bound: NumPy/fastremap {what} on the whole array in memory, 1 process: {bound:.2f} s "
+              f"({bound + r['read_seconds']:.2f} s with TensorStore reading the volume)")
+        print(f"  pumice {name}, 2 workers: {run['seconds']:.2f} s wall ({run['in_run_seconds']:.2f} s in-run, {run['tasks']} "
+              f"tasks), {run['seconds'] / (bound + r['read_seconds']):.2f}x the bound with reading; peak RSS per process "
+              f"{run['peak_rss_mib']:.0f} MiB; {run['outcome']}")
+    print(f"  the index holds the bound's {li['rows']:,} rows: {li['equal_rows']}; the edge table its {ed['pairs']:,} pairs: "
+          f"{ed['equal_pairs']}")
+    c = r["cleave"]
+    print(f"  cleave of the body with the most edges ({c['body']}: {c['supervoxels']:,} supervoxels, {c['edges']:,} edges): "
+          f"p50 {c['p50_ms']:.1f} ms, p99 {c['p99_ms']:.1f} ms one at a time; 20 clients at once p50 "
+          f"{c['concurrent_p50_ms']:.1f} ms, p99 {c['concurrent_p99_ms']:.1f} ms")
+
+
 BENCHMARKS = {
     "ingest": (bench_ingest, show_ingest),
     "downsample_image": (bench_downsample_image, show_pyramid),
@@ -923,6 +1073,7 @@ BENCHMARKS = {
     "remap": (bench_remap, show_remap),
     "ccl": (bench_ccl, show_ccl),
     "stats": (bench_stats, show_stats),
+    "label_index": (bench_label_index, show_label_index),
 }
 
 

@@ -312,3 +312,27 @@ def _resume_case(cli, root):
 _runner_case.files = _resume_case.files = _rows
 RUNNER_CASES = {"label-index": _runner_case}
 RESUME_CASES = {"label-index": Resume(_resume_case, "count")}
+
+
+def test_an_update_stopped_midway_resumes_and_queries_wait(cli, tmp_path):
+    data = supervoxels_xyz(8, shape=(70, 60, 50))
+    pairs = mapping_of(data)
+    np.save(tmp_path / "a.npy", pairs)
+    seg = segmentation(cli, tmp_path, data)
+    run_json(cli, "label-index", seg, "--mapping", tmp_path / "a.npy", "--no-progress")
+    changed = pairs.copy()
+    changed[::3, 1] = 77_777
+    np.save(tmp_path / "b.npy", changed)
+    plan, _ = label_index.plan(str(seg), mapping=str(tmp_path / "b.npy"))
+    assert [s.name for s in plan.stages] == ["move", "recount"]
+    from pumice.execution import local
+
+    plan.prepare()
+    ledger_job = plan.job_id
+    for task in plan.stages[0].tasks():  # the moves, then a "kill" before the recount
+        local.run_task(task, plan.destination, ledger_job, "move")
+    code, _, err = cli("label-index", "query", seg, "77777")
+    assert code == 2 and "being updated" in err
+    summary = run_json(cli, "label-index", seg, "--mapping", tmp_path / "b.npy", "--no-progress")
+    assert summary["job"] == ledger_job and summary["skipped"] == plan.stages[0].count
+    assert indexed(seg) == reference(data, OFFSET, changed)

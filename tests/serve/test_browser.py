@@ -631,7 +631,11 @@ MESH_RESOLUTION = (8, 8, 8)
 BALLS = {5: ((24, 28, 24), 10, (255, 0, 0)), 9: ((48, 40, 24), 7, (0, 128, 255))}
 CENTRED = 5  # the view is centred on this ball
 # One layer per format: `pumice mesh` points the info's "mesh" at the directory it last wrote.
-MESH_FORMATS = {"meshes_legacy": ("mesh", []), "meshes_multires": ("mesh_sharded", ["--sharded"])}
+MESH_FORMATS = {"meshes_legacy": ("mesh", []), "meshes_multires": ("mesh_sharded", ["--sharded"]),
+                "meshes_bodies": ("mesh_bodies", ["--mapping"])}
+# meshes_bodies: ball CENTRED is two supervoxels (its halves, ids 51 and 52) and a mapping joins them;
+# `pumice mesh --mapping` writes one mesh per body, and the layer is pointed at them as a user would.
+HALVES = {51: CENTRED, 52: CENTRED}
 PROJECTION_SCALE = 56  # display units (voxels) per canvas height: 2 pixels per voxel
 PROJECTION_BACKGROUND = (0, 0, 0)
 
@@ -649,14 +653,24 @@ def mesh_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for segment, ((cx, cy, cz), radius, _) in BALLS.items():
         labels[(x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 < radius**2] = segment
     np.save(root / "balls.npy", labels.transpose(2, 1, 0))
+    halves = np.where((labels == CENTRED) & (x < BALLS[CENTRED][0][0]), 51, np.where(labels == CENTRED, 52, labels))
+    np.save(root / "supervoxels.npy", halves.astype(np.uint32).transpose(2, 1, 0))
+    (root / "bodies.csv").write_text("".join(f"{sv},{body}\n" for sv, body in HALVES.items()))
     for name, (mesh_dir, options) in MESH_FORMATS.items():
         path = str(root / name)
-        assert main(["ingest", str(root / "balls.npy"), path, "--resolution", ",".join(map(str, MESH_RESOLUTION)),
-                     "--offset", ",".join(map(str, MESH_OFFSET)), "--chunk-size", "32,32,32",
+        source = root / ("supervoxels.npy" if name == "meshes_bodies" else "balls.npy")
+        assert main(["ingest", str(source), path, "--resolution", ",".join(map(str, MESH_RESOLUTION)),
+                     "--offset", ",".join(map(str, MESH_OFFSET)), "--chunk-size", "32,32,32", "--type", "segmentation",
                      "--no-progress", "--workers", "1"]) == 0
+        options = ["--mapping", str(root / "bodies.csv")] if options == ["--mapping"] else options
         assert main(["mesh", path, "--dir", mesh_dir, *options, "--shape", "32,32,32",
                      "--no-progress", "--workers", "1"]) == 0
-        assert json.loads((root / name / "info").read_text())["mesh"] == mesh_dir
+        info = json.loads((root / name / "info").read_text())
+        if name == "meshes_bodies":
+            assert info.get("mesh") != mesh_dir  # body meshes are not the layer's own
+            (root / name / "info").write_text(json.dumps({**info, "mesh": mesh_dir}))
+        else:
+            assert info["mesh"] == mesh_dir
     return {"dirs": {name: root / name for name in MESH_FORMATS}, "labels": labels}
 
 
@@ -779,8 +793,9 @@ def test_mesh_rendered_in_3d_panel(
         select_segments(viewer, layer, [CENTRED])
     # The meshes came from the format under test.
     fetched = [(url, status, req) for url, status, req, _ in mesh_viewer.responses if f"/{layer}/" in url]
-    if layer == "meshes_legacy":
-        for name in (f"mesh/{CENTRED}:0", "mesh/9:0"):  # the manifests, then their fragments
+    if layer in ("meshes_legacy", "meshes_bodies"):
+        directory = MESH_FORMATS[layer][0]
+        for name in (f"{directory}/{CENTRED}:0", f"{directory}/9:0"):  # the manifests, then their fragments
             assert any(url.endswith(f"/{layer}/{name}") and status == 200 for url, status, _ in fetched), name
     else:
         shards = [(status, req) for url, status, req in fetched if f"/{layer}/mesh_sharded/" in url

@@ -240,6 +240,8 @@ def plan(path: str, *, mapping: str | None = None, db: str | None = None, fill_m
     staged = inputs.of_bytes(inputs.table_bytes(svs, bodies), "mapping", layer.url) if svs is not None else None
     digest = staged.digest if staged is not None else None
     previous = None if rebuild else _complete_index(db_url, layer)
+    if previous is not None and previous.get("updating") not in (None, digest):
+        previous = None  # an update to another mapping stopped midway: only a full count is sure
     if previous is not None and previous.get("mapping_digest") != digest:
         return _update_plan(layer, db_url, previous, svs, bodies, staged)
 
@@ -291,7 +293,9 @@ def plan(path: str, *, mapping: str | None = None, db: str | None = None, fill_m
                   "mapping": staged.url if staged else None, "unknown_supervoxels": unknown,
                   "unknown_examples": sorted(examples)[:5], "block": dvid.BLOCK,
                   "made": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        open_db(db_url).set_meta("index", record)
+        index = open_db(db_url)
+        index.drop_partitions_from(1 << bits)
+        index.set_meta("index", record)
         kv.delete_prefix("")
         return unknown_note(record)
 
@@ -372,10 +376,13 @@ def _update_plan(layer: Layer, db_url: str, previous: dict, svs: np.ndarray | No
         for table in (staged, change_table, body_table):
             if table is not None:
                 table.put()
-        open_db(db_url).set_meta("index", None)
+        # Still the previous index's record, marked: a rerun plans this same update and resumes it,
+        # and queries meanwhile are told the index is changing.
+        open_db(db_url).set_meta("index", {**previous, "updating": digest})
 
     def finish() -> list[str]:
-        record = {**previous, "job": result.job_id, "mapping_digest": digest, "mapping": staged.url if staged else None,
+        record = {**{k: v for k, v in previous.items() if k != "updating"}, "job": result.job_id, "mapping_digest": digest,
+                  "mapping": staged.url if staged else None,
                   "made": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         record["unknown_supervoxels"], record["unknown_examples"] = 0, []  # counted by a full build only
         open_db(db_url).set_meta("index", record)
@@ -405,9 +412,13 @@ def open_index(path: str, db: str | None = None) -> LabelDB:
     layer = Layer.open(path)
     url = database_url(layer, db)
     index = open_db(url)
-    if _complete_index(url, layer) is None:
+    record = _complete_index(url, layer)
+    if record is None:
         raise PumiceError(f"no finished label index of {urls.display(layer.url)} in {_db_param(url)}: run "
                           f"`pumice label-index {urls.display(layer.url)}` first")
+    if record.get("updating"):
+        raise PumiceError(f"the label index of {urls.display(layer.url)} is being updated to a new mapping (or an update "
+                          f"stopped midway): run that `pumice label-index ... --mapping` again to finish it")
     return index
 
 

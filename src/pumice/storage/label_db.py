@@ -90,6 +90,12 @@ class LabelDB:
             conn.execute(self.bodies.delete().where(self.bodies.c.part == part))
             self._insert(conn, part, body, block, sv, voxels)
 
+    def drop_partitions_from(self, parts: int) -> None:
+        """Rows of partitions ``parts`` and above: an earlier build's with more partitions."""
+        with self.engine.begin() as conn:
+            conn.execute(self.rows.delete().where(self.rows.c.part >= parts))
+            conn.execute(self.bodies.delete().where(self.bodies.c.part >= parts))
+
     def move_supervoxels(self, sv: np.ndarray, body: np.ndarray, part: np.ndarray) -> None:
         """Supervoxels ``sv`` now belong to ``body`` (partition ``part``); one transaction."""
         import sqlalchemy as sa
