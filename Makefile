@@ -32,7 +32,7 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks
 
 test: $(VENV)/.dev browser-deps lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=30
 
 # The inner loop: everything but real-data, browser and other slow tests.
 test-fast: $(VENV)/.dev lint
