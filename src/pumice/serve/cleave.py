@@ -84,14 +84,11 @@ def read_edge_table(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a, b, score
 
 
-class CleaveIndex:
-    """Bodies, their supervoxels and their internal edges, in arrays sorted by body."""
+class BodyArrays:
+    """One consistent view of the bodies: their supervoxels and internal edges in arrays sorted by
+    body. Never changed once built; applying a cleave builds a new one."""
 
     def __init__(self, svs: np.ndarray, bodies: np.ndarray, a: np.ndarray, b: np.ndarray, score: np.ndarray):
-        self.lock = threading.Lock()
-        self._build(svs, bodies, a, b, score)
-
-    def _build(self, svs, bodies, a, b, score) -> None:
         svs, bodies = np.asarray(svs, np.uint64), np.asarray(bodies, np.uint64)
         order = np.argsort(svs, kind="stable")
         self.mapped_svs, self.mapped_bodies = svs[order], bodies[order]
@@ -104,15 +101,14 @@ class CleaveIndex:
         order = np.lexsort((b[inside], a[inside], ba[inside]))
         self.edge_a, self.edge_b = a[inside][order], b[inside][order]
         self.edge_score, self.edge_body = score[inside][order], ba[inside][order]
-        self.raw = (a, b, score)
         self.largest = int(max(known.max(initial=0), self.mapped_bodies.max(initial=0)))
 
     def body_of(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, np.uint64)
-        at = np.searchsorted(self.mapped_svs, ids)
-        at = np.minimum(at, max(len(self.mapped_svs) - 1, 0))
-        hit = (self.mapped_svs[at] == ids) if len(self.mapped_svs) else np.zeros(len(ids), bool)
-        return np.where(hit, self.mapped_bodies[at] if len(self.mapped_svs) else ids, ids)
+        if not len(self.mapped_svs):
+            return ids.copy()
+        at = np.minimum(np.searchsorted(self.mapped_svs, ids), len(self.mapped_svs) - 1)
+        return np.where(self.mapped_svs[at] == ids, self.mapped_bodies[at], ids)
 
     def supervoxels(self, body: int) -> np.ndarray:
         key = np.uint64(body)
@@ -123,18 +119,34 @@ class CleaveIndex:
         lo, hi = np.searchsorted(self.edge_body, key, "left"), np.searchsorted(self.edge_body, key, "right")
         return self.edge_a[lo:hi], self.edge_b[lo:hi], self.edge_score[lo:hi]
 
+
+class CleaveIndex:
+    """The current ``BodyArrays`` and the edge table they came from. Requests read a snapshot without
+    locking; ``split_off`` (under ``lock``) swaps in a new one."""
+
+    def __init__(self, svs: np.ndarray, bodies: np.ndarray, a: np.ndarray, b: np.ndarray, score: np.ndarray):
+        self.lock = threading.Lock()
+        self.raw = (np.asarray(a, np.uint64), np.asarray(b, np.uint64), np.asarray(score, np.float64))
+        self.arrays = BodyArrays(svs, bodies, *self.raw)
+
+    def __getattr__(self, name: str) -> Any:  # mapped_svs, edge_body, supervoxels(), ...: the current arrays'
+        if name in ("arrays", "raw", "lock"):
+            raise AttributeError(name)
+        return getattr(self.arrays, name)
+
     def stats(self) -> dict[str, int]:
-        return {"supervoxels": int(len(self.sv)), "bodies": int(len(np.unique(self.sv_body))),
-                "edges_within_bodies": int(len(self.edge_a))}
+        arrays = self.arrays
+        return {"supervoxels": int(len(arrays.sv)), "bodies": int(len(np.unique(arrays.sv_body))),
+                "edges_within_bodies": int(len(arrays.edge_a))}
 
     def split_off(self, body: int, svs: np.ndarray) -> int:
-        """Give ``svs`` (of ``body``) a new body id; returns it. Rebuilds the arrays (under the lock)."""
-        new = self.largest + 1
-        keys = np.union1d(self.mapped_svs, svs)
-        values = self.body_of(keys)
+        """Give ``svs`` (of ``body``) a new body id (one more than any id known); returns it."""
+        arrays = self.arrays
+        new = arrays.largest + 1
+        keys = np.union1d(arrays.mapped_svs, svs)
+        values = arrays.body_of(keys)
         values[np.isin(keys, svs)] = new
-        self._build(keys, values, *self.raw)
-        self.largest = max(self.largest, new)
+        self.arrays = BodyArrays(keys, values, *self.raw)
         return new
 
 
@@ -163,7 +175,8 @@ def cleave(index: CleaveIndex, request: dict[str, Any]) -> dict[str, Any]:
             seeds[str(label)] = unique
     if not seeds:
         raise CleaveError(412, "no seeds: every label's list is empty")
-    nodes = index.supervoxels(body)
+    arrays = index.arrays if isinstance(index, CleaveIndex) else index  # one snapshot for the whole request
+    nodes = arrays.supervoxels(body)
     outside = sorted(sv for sv in owner
                      if not len(nodes) or int(nodes[min(np.searchsorted(nodes, np.uint64(sv)), len(nodes) - 1)]) != sv)
     if outside:
@@ -175,7 +188,7 @@ def cleave(index: CleaveIndex, request: dict[str, Any]) -> dict[str, Any]:
     position = {label: i for i, label in enumerate(label_names)}
     for sv, label in owner.items():
         label_of[np.searchsorted(nodes, np.uint64(sv))] = position[label]
-    a, b, score = index.edges(body)
+    a, b, score = arrays.edges(body)
     ia, ib = np.searchsorted(nodes, a), np.searchsorted(nodes, b)
     if method == "seeded-mst":
         label_of = _seeded_mst(label_of, ia, ib, score)
@@ -196,26 +209,36 @@ def cleave(index: CleaveIndex, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _seeded_mst(label_of: np.ndarray, ia: np.ndarray, ib: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Kruskal from the seeds (all joined to a virtual root): each supervoxel joins the tree it
-    reaches along the cheapest edges; trees of two seeds never join."""
-    parent = np.arange(len(label_of))
-    label = label_of.copy()
+    """The minimum spanning tree of the body's edges plus a root joined to every seed below every
+    edge (SciPy), the root removed: each tree takes its seed's label, trees without one stay 0.
 
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
+    Edges are weighted by their rank in (score, id_a, id_b) order, so the tree is unique and equals
+    Kruskal's with those ties; a pair listed twice counts once, at its lowest rank.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
-    for e in np.lexsort((ib, ia, score)).tolist():
-        ru, rv = find(int(ia[e])), find(int(ib[e]))
-        if ru == rv or (label[ru] and label[rv]):
-            continue  # a cycle, or two seeds' trees (a cycle through the root)
-        parent[rv] = ru
-        label[ru] = label[ru] or label[rv]
-    return np.array([label[find(i)] for i in range(len(label_of))], np.int64)
+    n = len(label_of)
+    order = np.lexsort((ib, ia, score))
+    lo, hi = np.minimum(ia, ib)[order], np.maximum(ia, ib)[order]
+    keep = lo != hi
+    lo, hi = lo[keep], hi[keep]
+    pair = lo.astype(np.int64) * n + hi
+    _, first = np.unique(pair, return_index=True)  # the lowest rank of each pair
+    first.sort()
+    lo, hi = lo[first], hi[first]
+    weight = np.arange(1, len(lo) + 1, dtype=np.float64)
+    seeds = np.flatnonzero(label_of)
+    rows = np.concatenate([lo, np.full(len(seeds), n)])
+    cols = np.concatenate([hi, seeds])
+    weights = np.concatenate([weight, np.full(len(seeds), 0.5)])  # below every edge
+    tree = minimum_spanning_tree(coo_matrix((weights, (rows, cols)), shape=(n + 1, n + 1)).tocsr()).tocoo()
+    inside = (tree.row < n) & (tree.col < n)
+    forest = coo_matrix((np.ones(int(inside.sum())), (tree.row[inside], tree.col[inside])), shape=(n, n))
+    _, component = connected_components(forest, directed=False)
+    label_of_component = np.zeros(component.max(initial=-1) + 1, np.int64)
+    label_of_component[component[seeds]] = label_of[seeds]
+    return label_of_component[component]
 
 
 def _contiguous(members: np.ndarray, ia: np.ndarray, ib: np.ndarray) -> bool:
@@ -296,8 +319,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise CleaveError(400, f"malformed JSON: {e}") from None
             if path == "/compute-cleave":
-                with self.server.index.lock:
-                    reply = cleave(self.server.index, request)
+                reply = cleave(self.server.index, request)
             else:
                 reply = self.server.apply(request)
             self._send(200, reply)
@@ -351,7 +373,7 @@ class CleaveServer(http.server.ThreadingHTTPServer):
             if len(svs) == len(nodes):
                 raise CleaveError(412, f"label {label} holds all of body {body}: nothing to split off")
             new = self.index.split_off(body, svs)
-            write_mapping(self.changes, self.index.mapped_svs, self.index.mapped_bodies)
+            write_mapping(self.changes, self.index.arrays.mapped_svs, self.index.arrays.mapped_bodies)
         return {"body-id": body, "new-body-id": new, "supervoxels": [int(v) for v in svs],
                 "mapping": str(self.changes)}
 
