@@ -124,16 +124,7 @@ def test_index_equals_numpy_and_exports_decode(cli, tmp_path, labelops):
     assert summary["operation"] == "label-index-export"
     assert indexed(seg) == want
 
-    # DVID's LabelIndices, decoded by protoc's classes
-    got: dict[int, dict] = {}
-    for f in sorted((tmp_path / "dvid" / "indices").glob("*.pb")):
-        batch = labelops.LabelIndices()
-        batch.ParseFromString(f.read_bytes())
-        for index in batch.indices:
-            assert index.label not in got
-            got[index.label] = {tuple(dvid.block_coords(np.array([key], np.uint64))[0].tolist()): dict(block.counts)
-                                for key, block in index.blocks.items()}
-    assert got == want
+    assert decoded(labelops, tmp_path / "dvid") == want  # DVID's LabelIndices, decoded by protoc's classes
     # the mapping: MappingOps and GET .../mappings text, non-identity pairs only
     mapped = {}
     for f in (tmp_path / "dvid" / "mappings").glob("*.pb"):
@@ -264,17 +255,32 @@ def fast_reference(data: np.ndarray, offset, pairs: np.ndarray) -> dict[int, dic
 
 @pytest.mark.slow
 @pytest.mark.parametrize("offset", [(0, 0, 0), (37, -5, 100)])
-def test_neuroproof_supervoxels_and_bodies(cli, tmp_path, shared_data, offset):
+def test_neuroproof_supervoxels_and_bodies(cli, tmp_path, shared_data, offset, labelops):
     with h5py.File(shared_data("neuroproof_sample2.h5"), "r") as f:
         data = np.asfortranarray(f["labels/gt_supervoxels"][:].transpose(2, 1, 0))
         pairs = f["labels/gt_sv_to_body"][:].astype(np.uint64)
     np.save(tmp_path / "sv_to_body.npy", pairs)
     seg = ingest_array(cli, tmp_path / "seg", data, "--resolution", "10,10,10", "--type", "segmentation",
                        "--offset", ",".join(map(str, offset)))
-    run_json(cli, "label-index", seg, "--mapping", tmp_path / "sv_to_body.npy", "--workers", "2", "--no-progress")
+    run_json(cli, "label-index", seg, "--mapping", tmp_path / "sv_to_body.npy", "--workers", "2", "--no-progress",
+             "--export", "dvid", tmp_path / "dvid")
     want = fast_reference(data, offset, pairs)
     assert len(want) > 100
     assert indexed(seg) == want
+    assert decoded(labelops, tmp_path / "dvid") == want
+
+
+def decoded(labelops, folder) -> dict[int, dict]:
+    """DVID's LabelIndices files read back with protoc's classes."""
+    got: dict[int, dict] = {}
+    for f in sorted((folder / "indices").glob("*.pb")):
+        batch = labelops.LabelIndices()
+        batch.ParseFromString(f.read_bytes())
+        for index in batch.indices:
+            assert index.label not in got
+            got[index.label] = {tuple(dvid.block_coords(np.array([key], np.uint64))[0].tolist()): dict(block.counts)
+                                for key, block in index.blocks.items()}
+    return got
 
 
 # -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
