@@ -175,12 +175,18 @@ def test_without_a_mapping_each_supervoxel_is_a_body_and_db_url(cli, tmp_path):
     assert code == 2 and "no finished label index" in err
 
 
-def test_a_changed_mapping_moves_only_the_changed_supervoxels(cli, tmp_path):
-    data = supervoxels_xyz(3, shape=(100, 90, 70))
+def indexed_with_a_mapping(cli, tmp_path, seed: int, shape):
+    """A segmentation, its mapping (a.npy) and its finished index."""
+    data = supervoxels_xyz(seed, shape=shape)
     pairs = mapping_of(data)
     np.save(tmp_path / "a.npy", pairs)
     seg = segmentation(cli, tmp_path, data)
     run_json(cli, "label-index", seg, "--mapping", tmp_path / "a.npy", "--no-progress")
+    return data, pairs, seg
+
+
+def test_a_changed_mapping_moves_only_the_changed_supervoxels(cli, tmp_path):
+    data, pairs, seg = indexed_with_a_mapping(cli, tmp_path, 3, (100, 90, 70))
     changed = pairs.copy()
     first, second = np.unique(pairs[:, 1])[:2]
     changed[changed[:, 1] == second, 1] = first  # a merge
@@ -321,11 +327,7 @@ RESUME_CASES = {"label-index": Resume(_resume_case, "count")}
 
 
 def test_an_update_stopped_midway_resumes_and_queries_wait(cli, tmp_path):
-    data = supervoxels_xyz(8, shape=(70, 60, 50))
-    pairs = mapping_of(data)
-    np.save(tmp_path / "a.npy", pairs)
-    seg = segmentation(cli, tmp_path, data)
-    run_json(cli, "label-index", seg, "--mapping", tmp_path / "a.npy", "--no-progress")
+    data, pairs, seg = indexed_with_a_mapping(cli, tmp_path, 8, (70, 60, 50))
     changed = pairs.copy()
     changed[::3, 1] = 77_777
     np.save(tmp_path / "b.npy", changed)
