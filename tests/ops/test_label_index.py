@@ -344,3 +344,26 @@ def test_an_update_stopped_midway_resumes_and_queries_wait(cli, tmp_path):
     summary = run_json(cli, "label-index", seg, "--mapping", tmp_path / "b.npy", "--no-progress")
     assert summary["job"] == ledger_job and summary["skipped"] == plan.stages[0].count
     assert indexed(seg) == reference(data, OFFSET, changed)
+
+
+def test_a_layer_in_s3_with_a_database_here(cli, tmp_path, s3_env):
+    """The segmentation (and the work files, edges' tables) in S3, the index in a local SQLite file."""
+    from pumice.ops import edges
+
+    data = supervoxels_xyz(9, shape=(70, 60, 50))
+    pairs = mapping_of(data)
+    np.save(tmp_path / "map.npy", pairs)
+    seg = segmentation(cli, tmp_path, data)
+    bucket = "s3://pumice-test/label-index/seg"
+    assert cli("--s3-endpoint", s3_env, "transfer", seg, bucket, "--no-progress")[0] == 0
+    code, _, err = cli("--s3-endpoint", s3_env, "label-index", bucket, "--mapping", tmp_path / "map.npy", "--no-progress")
+    assert code == 2 and "--db" in err  # no local folder to put SQLite in
+    db = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    code, _, err = cli("--s3-endpoint", s3_env, "label-index", bucket, "--mapping", tmp_path / "map.npy", "--db", db,
+                       "--workers", "2", "--no-progress")
+    assert code == 0, err
+    assert indexed(bucket, db) == reference(data, OFFSET, pairs)
+    code, _, err = cli("--s3-endpoint", s3_env, "edges", bucket, "--workers", "2", "--no-progress")
+    assert code == 0, err
+    table = edges.read_edges(bucket).to_pandas()
+    assert len(table) > 10 and (table["id_a"] < table["id_b"]).all()
