@@ -209,6 +209,12 @@ class _Workers:
             self.pool = (ProcessPoolExecutor(others, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=limit_malloc_arenas) if processes
                          else ThreadPoolExecutor(others))
+            if processes:
+                # Start the worker now, before this process runs a task: a spawned child copies this
+                # process's sys.path, and an import in progress on the inline thread may have changed it
+                # (OpenCV's loader puts its own folder first for a moment; a child spawned then found
+                # cv2/typing instead of typing and died).
+                self._pool_submit(os.getpid)
 
     def submit(self, fn, *args) -> Future:
         if not self.inline_busy or self.pool is None:
@@ -216,6 +222,9 @@ class _Workers:
             future = self.inline.submit(fn, *args)
             future.add_done_callback(self._inline_done)
             return future
+        return self._pool_submit(fn, *args)
+
+    def _pool_submit(self, fn, *args) -> Future:
         # Workers are spawned inside submit(). Spawned with SIGINT ignored, they leave Ctrl-C to this
         # process, which winds the run down; otherwise a worker still starting up prints a traceback.
         # SIGINT is also blocked meanwhile: Linux keeps a blocked signal pending even while it is
