@@ -1,0 +1,197 @@
+"""align: known transforms recovered (one global solve), sections rendered into one box (read back by
+TensorStore), defects reported by index, the same bytes twice, saved transforms reused, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from framework import Resume, read_tensorstore
+
+SIZE = 200  # px, square sections
+
+
+def textured(seed: int = 0, size: int = 360) -> np.ndarray:
+    """A larger-than-section image with blobs and edges at several scales (SIFT finds plenty)."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((size, size), np.float32)
+    for sigma in (1.5, 4, 9):
+        image += cv2.GaussianBlur(rng.normal(0, 1, (size, size)).astype(np.float32), (0, 0), sigma) * sigma
+    image -= image.min()
+    return (image / image.max() * 220 + 20).astype(np.uint8)
+
+
+def known_stack(n: int = 10, seed: int = 1, noise: float = 2.0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The same tissue in every section, each moved by a known rigid transform (rotation up to 2
+    degrees, translation up to 12 px), cropped to SIZE, with noise. Returns Z, Y, X sections and each
+    section's transform (section px -> base px)."""
+    rng = np.random.default_rng(seed)
+    base = textured(seed)
+    sections, truths = [], []
+    centre = base.shape[0] / 2
+    for _ in range(n):
+        angle = np.deg2rad(rng.uniform(-2, 2))
+        shift = rng.uniform(-12, 12, 2)
+        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        # section pixel q -> base pixel: rotation about the section's centre, then the crop's corner
+        corner = centre - SIZE / 2 + shift
+        to_base = np.zeros((2, 3))
+        to_base[:, :2] = rotation
+        to_base[:, 2] = corner + SIZE / 2 - rotation @ np.array([SIZE / 2, SIZE / 2])
+        section = cv2.warpAffine(base.astype(np.float32), to_base, (SIZE, SIZE), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        section += rng.normal(0, noise, section.shape).astype(np.float32)
+        sections.append(np.clip(section, 0, 255).astype(np.uint8))
+        truths.append(to_base)
+    return np.array(sections), truths
+
+
+def consistency(found: list, truths: list) -> np.ndarray:
+    """Per section, the largest distance (over a grid) between where the solve and the truth put its
+    pixels, after one global transform (least squares) maps the truth's frame to the solve's."""
+    grid = np.stack(np.meshgrid(np.linspace(0, SIZE - 1, 6), np.linspace(0, SIZE - 1, 6)), -1).reshape(-1, 2)
+    ours = np.concatenate([grid @ np.asarray(t)[:, :2].T + np.asarray(t)[:, 2] for t in found])
+    truth = np.concatenate([grid @ t[:, :2].T + t[:, 2] for t in truths])
+    design = np.c_[truth, np.ones(len(truth))]
+    fit, *_ = np.linalg.lstsq(design, ours, rcond=None)
+    return np.linalg.norm(design @ fit - ours, axis=1).reshape(len(found), -1).max(axis=1)
+
+
+@pytest.fixture
+def stack(tmp_path):
+    sections, truths = known_stack()
+    np.save(tmp_path / "stack.npy", sections)
+    return tmp_path / "stack.npy", sections, truths
+
+
+def test_known_transforms_recovered_and_rendered(cli, tmp_path, stack):
+    path, sections, truths = stack
+    code, out, err = cli("align", path, tmp_path / "out", "--resolution", "8,8,40", "--workers", "2", "--no-progress")
+    assert code == 0, err
+    record = json.loads((tmp_path / "out" / "align" / "transforms.json").read_text())
+    assert record["model"] == "rigid" and len(record["transforms"]) == len(sections)
+    error = consistency(record["transforms"], truths)
+    assert np.median(error) <= 0.3 and error.max() <= 0.6, error
+    report = json.loads((tmp_path / "out" / "align" / "report.json").read_text())
+    assert report["ncc"]["mean_after"] > 0.9 > report["ncc"]["mean_before"]
+    assert not report["bad_sections"] and not report["flagged_pairs"]
+    assert (tmp_path / "out" / "align" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(report["drift"]) >= {"tx", "ty", "rotation", "scale", "shear"}
+    # the volume, as TensorStore reads it: each section in its place in the common box
+    volume, origin = read_tensorstore(tmp_path / "out")
+    x0, y0, x1, y1 = record["bounds"]
+    assert volume.shape[:3] == (x1 - x0, y1 - y0, len(sections)) and origin == (0, 0, 0)
+    first = volume[..., 0, 0].T.astype(np.float64)
+    for z in range(1, len(sections)):
+        placed = volume[..., z, 0].T.astype(np.float64)
+        both = (first > 0) & (placed > 0)
+        a, b = first[both] - first[both].mean(), placed[both] - placed[both].mean()
+        assert (a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()) > 0.95, z
+    # the same bytes again
+    code, _, err = cli("align", path, tmp_path / "again", "--resolution", "8,8,40", "--no-progress", "--workers", "1")
+    assert code == 0, err
+    assert (tmp_path / "again" / "align" / "transforms.json").read_bytes() == \
+        (tmp_path / "out" / "align" / "transforms.json").read_bytes()
+    np.testing.assert_array_equal(read_tensorstore(tmp_path / "again")[0], volume)
+    # saved transforms render again without matching
+    summary = json.loads(cli("align", path, tmp_path / "reuse", "--transforms", tmp_path / "out" / "align" /
+                             "transforms.json", "--resolution", "8,8,40", "--no-progress", "--json")[1].splitlines()[-1])
+    assert summary["operation"] == "align-render"
+    np.testing.assert_array_equal(read_tensorstore(tmp_path / "reuse")[0], volume)
+
+
+def test_translation_and_affine_models(cli, tmp_path):
+    sections, truths = known_stack(n=6, seed=4)
+    np.save(tmp_path / "s.npy", sections)
+    for model in ("translation", "affine"):
+        code, _, err = cli("align", tmp_path / "s.npy", tmp_path / model, "--model", model, "--resolution", "8,8,40",
+                           "--no-progress")
+        assert code == 0, err
+        record = json.loads((tmp_path / model / "align" / "transforms.json").read_text())
+        if model == "translation":
+            assert all(np.allclose(np.asarray(t)[:, :2], np.eye(2)) for t in record["transforms"])
+        else:  # rigid data: affine is not supported by it, and says so
+            assert record["model"].startswith("rigid") and "affine" in record["model"]
+            assert np.median(consistency(record["transforms"], truths)) <= 0.3
+
+
+def test_defects_are_reported_by_index(cli, tmp_path):
+    sections, truths = known_stack(n=12, seed=2)
+    sections[3] = 128  # blank
+    sections[7] = sections[6]  # a duplicate
+    jumped = np.roll(sections[9], 70, axis=1)
+    jumped[:, :70] = 0
+    sections[9] = jumped  # jumps 70 px (and a band of it is gone)
+    np.save(tmp_path / "bad.npy", sections)
+    code, out, err = cli("align", tmp_path / "bad.npy", tmp_path / "out", "--resolution", "8,8,40", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    for index in ("3: blank", "7: duplicate of section 6", "9: "):
+        assert index in err, err
+    for how in ("skip", "bridge"):
+        code, _, err = cli("align", tmp_path / "bad.npy", tmp_path / how, "--bad-sections", how, "--resolution", "8,8,40",
+                           "--no-progress")
+        assert code == 0, err
+        record = json.loads((tmp_path / how / "align" / "transforms.json").read_text())
+        assert set(record["bad_sections"]) >= {"3", "7", "9"}
+        volume, _ = read_tensorstore(tmp_path / how)
+        if how == "skip":
+            assert record["transforms"][3] is None and not volume[..., 3, 0].any()
+        else:
+            assert record["transforms"][3] is not None
+        good = [z for z in range(12) if str(z) not in record["bad_sections"]]
+        error = consistency([record["transforms"][z] for z in good], [truths[z] for z in good])
+        assert np.median(error) <= 0.5, error
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--model", "projective"], "--model"),
+    (["--depth", "0"], "--depth"),
+    (["--bad-sections", "ignore"], "--bad-sections"),
+    (["--match-scale", "2"], "--match-scale"),
+])
+def test_bad_options(cli, tmp_path, stack, argv, words):
+    path, _, _ = stack
+    code, _, err = cli("align", path, tmp_path / "out", *argv, "--no-progress")
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_stacks(cli, tmp_path):
+    np.save(tmp_path / "one.npy", textured()[None, :100, :100])
+    code, _, err = cli("align", tmp_path / "one.npy", tmp_path / "out", "--no-progress")
+    assert code == 2 and "at least two" in err
+    np.save(tmp_path / "rgb.npy", np.zeros((3, 50, 50, 3), np.uint8))
+    code, _, err = cli("align", tmp_path / "rgb.npy", tmp_path / "out2", "--no-progress")
+    assert code == 2 and "channel" in err
+    sections, _ = known_stack(n=3)
+    np.save(tmp_path / "s.npy", sections)
+    code, _, err = cli("align", tmp_path / "s.npy", tmp_path / "out3", "--no-progress")
+    assert code == 2 and "--resolution" in err and not (tmp_path / "out3").exists()  # asked before matching
+    (tmp_path / "t.json").write_text("{}")
+    code, _, err = cli("align", tmp_path / "s.npy", tmp_path / "out4", "--transforms", tmp_path / "t.json",
+                       "--resolution", "1,1,1", "--no-progress")
+    assert code == 2 and "not a transforms file" in err
+
+
+# -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
+
+def _solve_case(cli, root):
+    root.mkdir(parents=True, exist_ok=True)
+    sections, _ = known_stack(n=24, seed=5)
+    np.save(root / "stack.npy", sections)
+    return ["align", str(root / "stack.npy"), str(root / "out"), "--solve-only", "--resolution", "8,8,40"], root / "out"
+
+
+def _render_case(cli, root):
+    command, out = _solve_case(cli, root)
+    code, _, err = cli(*command, "--no-progress")
+    assert code == 0, err
+    transforms = root / "transforms.json"
+    transforms.write_bytes((out / "align" / "transforms.json").read_bytes())
+    return ["align", str(root / "stack.npy"), str(root / "aligned"), "--transforms", str(transforms), "--resolution",
+            "8,8,40", "--chunk-size", "64,64,4"], root / "aligned"
+
+
+RUNNER_CASES = {"align-render": _render_case}
+RESUME_CASES = {"align": Resume(_solve_case, "match")}
