@@ -62,6 +62,7 @@ MEAN_WEIGHT = 0.0  # affine: weight of "the mean linear part is rigid's" (off: i
 REFINE = False  # ECC after RANSAC: pairs fit tighter (0.3 vs 1 px) but agree worse across crops of a stack
 JUMP_PX = 60.0  # a section this far (full-resolution px) from where its neighbours put it is a jump
 FLAG_PX = 2.0  # a pair whose residual after the solve exceeds this is flagged
+FEW_MATCHES = 0.25  # a section whose pairs with both neighbours hold under this share of the usual inliers is damaged
 DISAGREE_PX = 8.0  # features vs phase correlation: more apart than this (working px) is a disagreement
 
 
@@ -126,8 +127,9 @@ def match_pair(a: dict[str, np.ndarray], b: dict[str, np.ndarray], scale: float)
     import cv2
 
     out: dict[str, Any] = {"ok": False, "matches": 0, "inliers": 0}
-    phase = phase_shift(a["image"], b["image"]) / scale
-    out["phase_shift"] = phase.tolist()
+    shift = phase_shift(a["image"], b["image"])
+    phase, response = shift[:2] / scale, float(shift[2])
+    out["phase_shift"], out["phase_response"] = phase.tolist(), response
     if len(a["descriptors"]) < MIN_INLIERS or len(b["descriptors"]) < MIN_INLIERS:
         out["reason"] = "too few features"
         return out
@@ -172,9 +174,16 @@ def match_pair(a: dict[str, np.ndarray], b: dict[str, np.ndarray], scale: float)
         sample_a, sample_b = pa[keep][pick], pb[keep][pick]
     out.update(ok=True, model=model.tolist(), residual_rms=float(np.sqrt((residual ** 2).mean())),
                residual_max=float(residual.max()), feature_shift=(-feature_shift).tolist(),
-               disagree=bool(np.linalg.norm(-feature_shift - phase) * scale > DISAGREE_PX),
+               disagree=comparable(model, response) and bool(np.linalg.norm(-feature_shift - phase) * scale > DISAGREE_PX),
                sample_a=sample_a.tolist(), sample_b=sample_b.tolist())
     return out
+
+
+def comparable(model: np.ndarray, response: float) -> bool:
+    """Whether phase correlation can check the features' answer: a clear peak, and a model close to a
+    translation (phase correlation sees no rotation or scale)."""
+    linear = np.asarray(model)[:, :2]
+    return response > 0.05 and bool(np.abs(linear - np.eye(2)).max() < 0.005)
 
 
 def refine_ecc(a: np.ndarray, b: np.ndarray, model: np.ndarray, scale: float) -> np.ndarray | None:
@@ -214,8 +223,8 @@ def phase_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     import cv2
 
     window = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
-    (dx, dy), _ = cv2.phaseCorrelate(b.astype(np.float32), a.astype(np.float32), window)
-    return np.array([dx, dy])
+    (dx, dy), response = cv2.phaseCorrelate(b.astype(np.float32), a.astype(np.float32), window)
+    return np.array([dx, dy, response])
 
 
 @register("align.match")
@@ -420,7 +429,7 @@ def find_defects(n: int, stats: list[dict], pairs: dict[tuple[int, int], dict]) 
             bad[z] = f"duplicate of section {z - 1}"
             continue
         near = [p for p in (before, after) if p]
-        if near and all(not p.get("ok") or p["inliers"] < 0.5 * typical for p in near):
+        if near and all(not p.get("ok") or p["inliers"] < FEW_MATCHES * typical for p in near):
             bad[z] = "damaged (few matches with its neighbours)"
             continue
         if before.get("ok") and after.get("ok"):
