@@ -47,3 +47,33 @@ def test_kv_roundtrip_file_and_memory(tmp_path):
 def test_kv_http_is_read_only():
     with pytest.raises(LayerError, match="read-only"):
         KV("http://127.0.0.1:9/layer").put("info", b"{}")
+
+
+@pytest.mark.parametrize("where", ["file", "memory", "s3"])
+def test_create_writes_only_a_missing_key(tmp_path, where, request, monkeypatch):
+    """KV.create is the ledger's claim (one finisher per job): the first create wins, later ones do not
+    overwrite, whatever the store."""
+    from pumice.storage.kv import KV
+
+    if where == "s3":
+        endpoint = request.getfixturevalue("s3_env")
+        monkeypatch.setenv("PUMICE_S3_ENDPOINT", endpoint)
+        url = f"s3://pumice-test/create-{tmp_path.name}/"
+    else:
+        url = f"file://{tmp_path}/" if where == "file" else f"memory://create-{tmp_path.name}/"
+    kv = KV(url)
+    assert kv.create("claim", b"first")
+    assert not kv.create("claim", b"second")
+    assert kv.get("claim") == b"first"
+
+
+def test_one_finisher_per_job_and_a_stale_claim_is_taken_over(tmp_path):
+    from pumice.execution.ledger import Ledger
+
+    ledger = Ledger(str(tmp_path), "job-1")
+    assert ledger.claim_finish()
+    assert not ledger.claim_finish()  # another worker handing over the last stage at the same moment
+    assert ledger.claim_finish(stale_seconds=0)  # its claimer stopped: someone must finish
+    ledger.begin("x", {}, {})
+    ledger.end("complete")
+    assert not ledger.claim_finish(stale_seconds=0)  # finished: nothing to take over

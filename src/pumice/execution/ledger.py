@@ -8,6 +8,7 @@ running, failed or complete, so a layer that was half written is never taken for
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -60,6 +61,20 @@ class Ledger:
         state.update(fields, updated=_now())
         self.kv.put_json(self.prefix + "job.json", state)
         return state
+
+    def claim_finish(self, stale_seconds: float = 600) -> bool:
+        """Whether this process should run the job's finish step: the first to claim it, or anyone once
+        a claim is ``stale_seconds`` old and the job is still not complete (its claimer stopped). Queue
+        workers that hand over the last stage at the same moment would otherwise both finish, and one
+        would read the work files the other was deleting."""
+        key = self.prefix + "finishing"
+        if self.kv.create(key, json.dumps({"at": time.time()}).encode()):
+            return True
+        claim = self.kv.get_json(key) or {}
+        if (self.state() or {}).get("status") == "complete" or time.time() - float(claim.get("at", 0)) < stale_seconds:
+            return False
+        self.kv.put(key, json.dumps({"at": time.time()}).encode())
+        return True
 
     def done(self, stage: str) -> set[str]:
         prefix = f"{self.prefix}done/{stage}/"

@@ -133,6 +133,8 @@ def _insert(queue: Queue, messages: Iterable[dict[str, Any]]) -> int:
 
 
 def _finish(plan: Plan, ledger: Ledger, queue: Queue) -> None:
+    if not ledger.claim_finish():
+        return  # another worker is finishing (or has finished) the job
     notes = local.finish_plan(plan)
     if plan.resumable:  # otherwise finish may have removed the ledger's home
         ledger.update(status="complete", notes=notes, finished=_now())

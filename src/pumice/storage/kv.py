@@ -35,6 +35,9 @@ def unsynced_context() -> ts.Context:
     return _UNSYNCED
 
 
+_ABSENT = b"\x02"  # TensorStore's storage generation of a key that does not exist
+
+
 class KV:
     """Key-value access under one URL prefix. Keys are '/'-separated and relative."""
 
@@ -86,6 +89,18 @@ class KV:
         if not urls.is_writable(self.url):
             raise LayerError(f"{urls.display(self.url)} is read-only (http); write to a local path, gs:// or s3:// instead")
         self._store.write(key, value).result()
+
+    def create(self, key: str, value: bytes) -> bool:
+        """Write ``value`` only if ``key`` does not exist; whether it was written. Atomic where the store
+        has conditional writes (TensorStore's "no value" generation, b"\\x02"); elsewhere a check, then
+        a write."""
+        try:
+            return bool(self._store.write(key, value, if_equal=_ABSENT).result().generation)
+        except ValueError:  # no conditional writes here
+            if self.get_range(key, 0, 0) is not None:
+                return False
+            self.put(key, value)
+            return True
 
     def put_json(self, key: str, value: Any) -> None:
         self.put(key, json.dumps(value, indent=2, sort_keys=False).encode() + b"\n")
