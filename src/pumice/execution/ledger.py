@@ -83,6 +83,10 @@ class Ledger:
     def mark_done(self, stage: str, task_id: str) -> None:
         self.kv.put(f"{self.prefix}done/{stage}/{task_id}", b"")
 
+    def are_done(self, stage: str, task_ids: list[str]) -> list[bool]:
+        """``is_done`` of many tasks, the reads in flight at once."""
+        return self.kv.exist_many([f"{self.prefix}done/{stage}/{task_id}" for task_id in task_ids])
+
     def is_done(self, stage: str, task_id: str) -> bool:
         return self.kv.exists(f"{self.prefix}done/{stage}/{task_id}")
 

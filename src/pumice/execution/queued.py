@@ -288,10 +288,14 @@ def _process(queue: Queue, message: Message, report: WorkerReport, heartbeat: _H
     heartbeat.watch(message)
     errors: list[tuple[dict[str, Any], str, BaseException]] = []
     try:
-        for task_json in body["tasks"]:
-            task = task_from_json(task_json)
+        tasks = [task_from_json(task_json) for task_json in body["tasks"]]
+        # Skip what is done, on every delivery: a task enqueued twice (two workers handing over a stage
+        # at once) may arrive after its stage, even after the job's finish step, and a merge run then
+        # would rewrite its output from work files that are gone.
+        already = ledger.are_done(stage, [task.id for task in tasks])
+        for task_json, task, done in zip(body["tasks"], tasks, already):
             task_id = task.id
-            if message.attempts > 1 and ledger.is_done(stage, task_id):
+            if done:
                 continue
             try:
                 local.run_task(task, body["dest"], body["job"], stage, measure=False)
