@@ -6,7 +6,6 @@ memory per task does not grow with the number of blocks; bad input gets one line
 from __future__ import annotations
 
 import multiprocessing
-import shutil
 import tracemalloc
 
 import cc3d
@@ -228,57 +227,6 @@ def test_reduction_memory_per_task_does_not_grow_with_blocks(cli, tmp_path):
     for stage in ("ccl.sizes", "ccl.heads", "ccl.number"):
         assert large[stage] <= 1.5 * small[stage], (stage, small, large)
     print("peak bytes per task, 4^3 blocks:", small, "16^3 blocks:", large)
-
-
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    """Two labellings split the voxels the same way (each id of one is exactly one id of the other)."""
-    pairs = fastremap.unique((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64))
-    return len(pairs) == len(fastremap.unique(a)) == len(fastremap.unique(b))
-
-
-@pytest.mark.slow
-def test_pinky40_equals_cc3d(cli, tmp_path, shared_data):
-    """Connectivity 26 in blocks of 64^3 (the most seams, the widest slabs) and 128^3; 6 and 18 in 128^3."""
-    import gzip
-
-    import crackle
-
-    data = np.asfortranarray(crackle.decompress(gzip.decompress(shared_data("pinky40_seg_512.npy.ckl.gz").read_bytes())))
-    src = ingest_array(cli, tmp_path / "pinky40", data, "--resolution", "32,32,40", "--type", "segmentation")
-    for connectivity, block in ((26, 64), (26, 128), (18, 128), (6, 128)):
-        out = tmp_path / f"cc{connectivity}-{block}"
-        run_json(cli, "ccl", src, out, "--shape", f"{block},{block},{block}", "--connectivity", str(connectivity),
-                 "--workers", "2", "--no-progress")
-        want = cc3d.connected_components(data, connectivity=connectivity)
-        got = output(out)
-        assert int(got.max()) == int(want.max()), (connectivity, block)
-        assert same_partition(got, want), (connectivity, block)
-        shutil.rmtree(out)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("which", ["gt_supervoxels", "raw"])
-def test_neuroproof(cli, tmp_path, shared_data, which):
-    """Supervoxels; and the raw image thresholded (dark membranes: long thin pieces through many blocks)."""
-    import h5py
-
-    with h5py.File(shared_data("neuroproof_sample2.h5"), "r") as f:
-        data = np.asfortranarray(f["raw" if which == "raw" else "labels/gt_supervoxels"][:].transpose(2, 1, 0))
-    if which == "raw":
-        src = ingest_array(cli, tmp_path / which, data, "--resolution", "10,10,10", "--chunk-size", "32,32,32")
-        run_json(cli, "ccl", src, tmp_path / "cc", "--threshold-lte", "90", "--shape", "64,64,64", "--workers", "2",
-                 "--no-progress")
-        want = cc3d.connected_components((data <= 90).astype(np.uint8), connectivity=26)
-        assert want.max() > 100
-    else:
-        src = ingest_array(cli, tmp_path / which, data, "--resolution", "10,10,10", "--type", "segmentation",
-                           "--chunk-size", "32,32,32")
-        run_json(cli, "ccl", src, tmp_path / "cc", "--shape", "64,64,64", "--dust", "20", "--workers", "2",
-                 "--no-progress")
-        want = cc3d.connected_components(cc3d.dust(data, 20, connectivity=26), connectivity=26)
-    out = output(tmp_path / "cc")
-    assert int(out.max()) == int(want.max())
-    assert same_partition(out, want)
 
 
 def test_bad_input(cli, tmp_path):

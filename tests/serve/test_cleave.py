@@ -265,9 +265,10 @@ def test_neuroproof_cleaves_equal_networkx(cli, tmp_path, shared_data):
     svs, bodies = read_mapping(str(tmp_path / "map.npy"))
     a, b, score = read_edge_table(str(seg / "edges" / "merge-table.csv"))
     index = CleaveIndex(svs, bodies, a, b, score)
-    present = set(np.unique(labels).tolist()) - {0}
-    owner = np.array([int(dict(zip(svs.tolist(), bodies.tolist())).get(s, s)) for s in sorted(present)], np.uint64)
-    in_seg = np.array(sorted(present), np.uint64)
+    body_of = dict(zip(svs.tolist(), bodies.tolist()))
+    in_seg = np.unique(labels)
+    in_seg = in_seg[in_seg != 0].astype(np.uint64)
+    owner = np.array([body_of.get(s, s) for s in in_seg.tolist()], np.uint64)
     big = [int(body) for body, n in zip(*np.unique(owner, return_counts=True)) if n >= 3]
     assert len(big) >= 30
     rng = np.random.default_rng(11)
