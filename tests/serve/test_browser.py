@@ -876,8 +876,11 @@ def load_errors(page: Any, layer: str, timeout: float = 10.0) -> list[str]:
 
     Reads the client's state (``window.viewer``): a source that failed has ``loadState.error``.
     """
-    sources = f"viewer.layerManager.getLayerByName({layer!r}).layer.dataSources"
-    page.wait_for_function(f"() => {sources}.every(d => d.loadState !== undefined)", timeout=timeout * 1000)
+    # The layer may not be in the page yet (the state reaches it from Python a moment later): wait for it
+    # too, instead of failing on an undefined layer (seen once in a full parallel run).
+    sources = f"(viewer.layerManager.getLayerByName({layer!r})?.layer?.dataSources)"
+    page.wait_for_function(f"() => {{ const s = {sources}; return !!s && s.length > 0 && "
+                           f"s.every(d => d.loadState !== undefined); }}", timeout=timeout * 1000)
     return page.evaluate(f"() => {sources}.filter(d => d.loadState.error).map(d => String(d.loadState.error))")
 
 
