@@ -993,20 +993,19 @@ def bench_label_index(work: Path) -> dict:
     runs["label-index"]["rows"], runs["label-index"]["equal_rows"] = held, held == rows_bound
     table = edges.read_edges(str(layer), "bench_edges")
     runs["edges"]["pairs"], runs["edges"]["equal_pairs"] = len(table), len(table) == pairs_bound
-    cleave = _cleave_latency(mapping, table)
+    cleave = _cleave_latency(table)
     return {"work": f"pinky40 512^3 uint32, {len(svs):,} supervoxels onto {len(np.unique(bodies)):,} bodies",
             "read_seconds": read_seconds, "index_bound_seconds": index_bound, "edges_bound_seconds": edges_bound,
             "runs": runs, "cleave": cleave}
 
 
-def _cleave_latency(mapping: Path, table) -> dict:
+def _cleave_latency(table) -> dict:
     """The cleave server (in this process, real HTTP) on the body with the most internal edges:
     two seeds, 200 requests one at a time, then 20 clients x 10 at once."""
     import http.client
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from pumice.ops.remap import read_mapping
     from pumice.serve.cleave import CleaveIndex, CleaveServer
 
     from scipy.sparse import coo_matrix
@@ -1021,7 +1020,6 @@ def _cleave_latency(mapping: Path, table) -> dict:
     ia, ib = np.searchsorted(ids, a[keep]), np.searchsorted(ids, b[keep])
     _, component = connected_components(coo_matrix((np.ones(len(ia)), (ia, ib)), shape=(len(ids),) * 2), directed=False)
     svs, bodies = ids.astype(np.uint64), (component + 1_000_000).astype(np.uint64)
-    del mapping, read_mapping
     index = CleaveIndex(svs, bodies, a, b, table["score"].to_numpy())
     body_ids, counts = np.unique(index.edge_body, return_counts=True)
     body = int(body_ids[np.argmax(counts)])

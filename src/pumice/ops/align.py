@@ -44,10 +44,10 @@ from ..geometry import Bbox, format_vec
 from ..plan import Plan, Stage, Task, planner, register
 from ..storage import inputs, urls
 from ..storage.info import LayerInfo, Scale, scale_key
+from ..storage.blobs import pack, unpack
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
 from ..storage.sources import open_source
-from .ccl import pack, unpack
 
 WORKING_SIDE = 1024  # px: the working scale's longer side, by default
 MODELS = ("translation", "rigid", "affine")

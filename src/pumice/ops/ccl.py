@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -47,6 +46,7 @@ from ..geometry import Bbox, format_bytes, format_vec, vec
 from ..plan import Plan, Stage, Task, planner, register
 from ..storage import bookkeeping, urls
 from ..storage.info import write_unit
+from ..storage.blobs import pack, unpack
 from ..storage.kv import KV, open_kv
 from ..storage.layer import Layer
 from .blockwise import BlockTask, OutputOptions, crop, new_layer
@@ -172,25 +172,6 @@ def slab_edges(values: np.ndarray, keys: np.ndarray, connectivity: int) -> np.nd
     first = key[starts][np.cumsum(starts) - 1]
     joined = first != key
     return np.stack([first[joined], key[joined]], axis=1)
-
-
-def pack(**arrays: np.ndarray) -> bytes:
-    """Named arrays as one blob: a JSON header (names, dtypes, shapes), then their bytes. Work files
-    are many and small; NumPy's .npz (a zip) cost more than the data."""
-    arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    header = json.dumps([[k, v.dtype.str, list(v.shape)] for k, v in arrays.items()]).encode()
-    return b"".join([len(header).to_bytes(4, "little"), header, *(v.tobytes() for v in arrays.values())])
-
-
-def unpack(blob: bytes) -> dict[str, np.ndarray]:
-    size = int.from_bytes(blob[:4], "little")
-    out, at = {}, 4 + size
-    for name, dtype, shape in json.loads(blob[4:at]):
-        dtype = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
-        out[name] = np.frombuffer(blob, dtype, count, at).reshape(shape)
-        at += count * dtype.itemsize
-    return out
 
 
 def face_slice(axis: int, side: int, shape: Sequence[int]) -> tuple:

@@ -34,10 +34,10 @@ from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, choose_block, format_vec
 from ..plan import Plan, Stage, Task, planner, register
 from ..storage import sharding, urls
+from ..storage.blobs import pack, unpack
 from ..storage.kv import open_kv
 from ..storage.layer import Layer
 from . import objects
-from .ccl import pack, unpack
 
 DEFAULT_MEMORY = 256 * 2**20
 BYTES_PER_VOXEL = 96  # labels, the score map as float64 (x3 for affinities), per-axis face arrays

@@ -34,11 +34,11 @@ from ..errors import LayerError, PumiceError
 from ..geometry import Bbox, choose_block, format_vec
 from ..plan import Plan, Stage, Task, planner, register
 from ..storage import dvid, inputs, sharding, urls
+from ..storage.blobs import pack, unpack
 from ..storage.kv import open_kv
 from ..storage.label_db import LabelDB, default_url, open_db
 from ..storage.layer import Layer
 from . import objects
-from .ccl import pack, unpack
 from .remap import MappingError, read_mapping
 
 DEFAULT_MEMORY = 256 * 2**20
@@ -152,7 +152,7 @@ class MoveTask(Task):
     bits: int
 
     def run(self) -> dict[str, Any]:
-        svs, bodies = read_table_slice(self.changes, self.start, self.stop)
+        svs, bodies = inputs.table_slice(self.changes, self.start, self.stop)
         open_db(self.db).move_supervoxels(svs, bodies, part_of(bodies, self.bits))
         return {"supervoxels_moved": len(svs)}
 
@@ -166,22 +166,9 @@ class RecountTask(Task):
     stop: int
 
     def run(self) -> dict[str, Any]:
-        bodies, _ = read_table_slice(self.bodies, self.start, self.stop)
+        bodies, _ = inputs.table_slice(self.bodies, self.start, self.stop)
         open_db(self.db).summarize(bodies)
         return {"bodies_recounted": len(bodies)}
-
-
-def read_table_slice(url: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs [start, stop) of a staged table (keys, values)."""
-    where, name = url.rsplit("/", 1)
-    kv = open_kv(where)
-    page, count = (int(v) for v in np.frombuffer(kv.get_range(name, 8, 24), "<u8"))
-    first = 24 + 8 * (-(-count // page))
-    stop = min(stop, count)
-    if stop <= start:
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
-    pairs = np.frombuffer(kv.get_range(name, first + 16 * start, first + 16 * stop), "<u8").reshape(-1, 2)
-    return pairs[:, 0].copy(), pairs[:, 1].copy()
 
 
 # -- the planner ----------------------------------------------------------------------------------
@@ -338,10 +325,7 @@ def _update_plan(layer: Layer, db_url: str, previous: dict, svs: np.ndarray | No
     """A new mapping for a finished index: move only the supervoxels whose body changed."""
     old_svs, old_bodies = (np.zeros(0, np.uint64),) * 2
     if previous.get("mapping"):
-        old = inputs.read(previous["mapping"], "previous mapping")
-        count = int(np.frombuffer(old[16:24], "<u8")[0])
-        pairs = np.frombuffer(old[-16 * count:] if count else b"", "<u8").reshape(-1, 2)
-        old_svs, old_bodies = pairs[:, 0], pairs[:, 1]
+        old_svs, old_bodies = read_mapping(previous["mapping"])  # the staged table of the previous build
     new_svs = svs if svs is not None else np.zeros(0, np.uint64)
     new_bodies = bodies if bodies is not None else np.zeros(0, np.uint64)
     every = np.union1d(old_svs, new_svs)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import PumiceError
 from . import bookkeeping, urls
-from .kv import open_kv
+from .kv import KV, open_kv
 
 
 @dataclass(frozen=True)
@@ -105,15 +105,9 @@ class _Made(SideInput):
 
 def lookup(url: str, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values of ``keys`` in the staged table at ``url``, and which keys it holds (others get 0)."""
-    where, name = url.rsplit("/", 1)
-    kv = open_kv(where)
-    head = kv.get_range(name, 0, 24)
-    if head is None or head[:8] != TABLE_MAGIC:
-        raise PumiceError(f"{urls.display(url)} is not a staged table; rerun the command that staged it")
-    page, count = (int(v) for v in np.frombuffer(head[8:24], dtype="<u8"))
+    kv, name, page, count, start = _table_header(url)
     pages = -(-count // page)
     first = np.frombuffer(kv.get_range(name, 24, 24 + 8 * pages) or b"", dtype="<u8")
-    start = 24 + 8 * pages
     keys = np.asarray(keys, dtype=np.uint64)
     values = np.zeros(len(keys), dtype=np.uint64)
     found = np.zeros(len(keys), dtype=bool)
@@ -126,3 +120,25 @@ def lookup(url: str, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         hit = (at < len(pairs)) & (pairs[np.minimum(at, len(pairs) - 1), 0] == keys[mine])
         values[mine[hit]], found[mine[hit]] = pairs[at[hit], 1], True
     return values, found
+
+
+def table_slice(url: str, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs [start, stop) of the staged table at ``url`` (keys, values), read by byte range: tasks
+    that each take a slice of a table hold only their slice."""
+    kv, name, _, count, first = _table_header(url)
+    stop = min(stop, count)
+    if stop <= start:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    pairs = np.frombuffer(kv.get_range(name, first + 16 * start, first + 16 * stop), dtype="<u8").reshape(-1, 2)
+    return pairs[:, 0].copy(), pairs[:, 1].copy()
+
+
+def _table_header(url: str) -> tuple[KV, str, int, int, int]:
+    """The store and name of a staged table, its pairs per page, its pairs, and where they start."""
+    where, name = url.rsplit("/", 1)
+    kv = open_kv(where)
+    head = kv.get_range(name, 0, 24)
+    if head is None or head[:8] != TABLE_MAGIC:
+        raise PumiceError(f"{urls.display(url)} is not a staged table; rerun the command that staged it")
+    page, count = (int(v) for v in np.frombuffer(head[8:24], dtype="<u8"))
+    return kv, name, page, count, 24 + 8 * -(-count // page)
