@@ -8,14 +8,19 @@ Two jobs, each of planned, resumable tasks:
      OpenCV SIFT keypoints and descriptors (positions in full-resolution pixels).
    - **match** (per pair of a section and each of its next ``--depth`` neighbours): descriptors
      matched both ways with Lowe's ratio test, then RANSAC (OpenCV, a fixed seed) for an affine;
-     the pair keeps the transform, its inliers, their residuals, a sample of inlier
-     correspondences for the solve, and phase correlation's shift of the two working images,
-     which must agree with the features' (else the pair is flagged: the methods disagree).
+     phase correlation for a shift. OpenCV's ECC (affine, every pixel) refines the features'
+     affine, or the shift where features are too few (small or smooth sections), and the better
+     correlation wins: pairs agree to about 0.05 px where features alone agreed to 0.5. The pair
+     keeps the transform, the method, the inliers, ECC's correlation, a grid of correspondences
+     over its overlap for the solve, and whether features and phase correlation disagree (then it
+     is flagged).
    - **solve** (one task): one least-squares solve over every pair at once (not a chain), for one
      transform per section, section pixels -> global pixels, with the first good section fixed:
      ``translation``; ``rigid`` (a similarity, then rotations kept and translations solved again);
-     ``affine`` (regularised toward the rigid solution, and dropped for rigid when it does not
-     lower the residuals by ``AFFINE_GAIN``). Pairs whose residual stands out are rejected and the
+     ``affine`` (linear parts from the pairs' own linear parts, pulled weakly toward the rigid
+     rotations, then translations from the points; a solve on the points alone shrinks the stack,
+     see ``_solve_linear``), dropped for rigid when it does not lower the residuals by
+     ``AFFINE_GAIN`` and ``AFFINE_MIN_PX``. Pairs whose residual stands out are rejected and the
      solve repeated. Bad sections (blank, damaged, duplicated, jumping) are found from the
      sections' statistics and the pairs, reported by index with the reason, and handled by
      ``--bad-sections fail|skip|bridge``. Output: ``DEST/align/transforms.json`` and
@@ -57,9 +62,8 @@ RANSAC_PX = 2.0  # inlier threshold at the working scale
 RATIO = 0.75  # Lowe's ratio test
 SAMPLES = 400  # inlier correspondences per pair kept for the solve
 AFFINE_GAIN = 0.97  # affine is kept only if it brings the residuals below this fraction of rigid's
-REGULARIZE = 2.0  # affine: weight of "stay rigid", times the section side (see _solve)
-MEAN_WEIGHT = 0.0  # affine: weight of "the mean linear part is rigid's" (off: it was not better, measured)
-REFINE = False  # ECC after RANSAC: pairs fit tighter (0.3 vs 1 px) but agree worse across crops of a stack
+AFFINE_MIN_PX = 0.1  # and by this much (full-resolution px): pairs refined densely fit rigid data within hundredths
+REGULARIZE = 0.02  # affine: weight of a section's "stay rigid" beside one pair's equations (see _solve_linear)
 JUMP_PX = 60.0  # a section this far (full-resolution px) from where its neighbours put it is a jump
 FLAG_PX = 2.0  # a pair whose residual after the solve exceeds this is flagged
 FEW_MATCHES = 0.25  # a section whose pairs with both neighbours hold under this share of the usual inliers is damaged
@@ -122,59 +126,78 @@ class FeaturesTask(Task):
 
 
 def match_pair(a: dict[str, np.ndarray], b: dict[str, np.ndarray], scale: float) -> dict[str, Any]:
-    """Section b's points mapped onto section a's: RANSAC affine from SIFT matches, its inliers and
-    residuals (full-resolution px), a sample of inlier correspondences, and phase correlation's shift."""
+    """Section b's points mapped onto section a's (full-resolution px).
+
+    Two estimates, then a dense refinement: SIFT matches (ratio test both ways) with RANSAC give an
+    affine and its inliers; phase correlation gives a shift. ECC (OpenCV's enhanced correlation,
+    affine, on every pixel the sections share) refines the features' affine, or the shift where
+    the features are too few (small or smooth sections); the refinement with the higher correlation
+    is kept. A sample of correspondences (a grid over the part of a that b covers) goes to the
+    solve. The features and phase correlation must agree where both apply (else: flagged)."""
     import cv2
 
     out: dict[str, Any] = {"ok": False, "matches": 0, "inliers": 0}
     shift = phase_shift(a["image"], b["image"])
     phase, response = shift[:2] / scale, float(shift[2])
     out["phase_shift"], out["phase_response"] = phase.tolist(), response
+    features = None
     if len(a["descriptors"]) < MIN_INLIERS or len(b["descriptors"]) < MIN_INLIERS:
         out["reason"] = "too few features"
-        return out
-    matcher = cv2.BFMatcher(cv2.NORM_L2)
-    forward = matcher.knnMatch(b["descriptors"], a["descriptors"], k=2)
-    backward = {m[0].queryIdx: m[0].trainIdx for m in matcher.knnMatch(a["descriptors"], b["descriptors"], k=2)
-                if len(m) == 2 and m[0].distance < RATIO * m[1].distance}
-    pairs = [(m[0].queryIdx, m[0].trainIdx) for m in forward
-             if len(m) == 2 and m[0].distance < RATIO * m[1].distance and backward.get(m[0].trainIdx) == m[0].queryIdx]
-    out["matches"] = len(pairs)
-    if len(pairs) < MIN_INLIERS:
-        out["reason"] = f"{len(pairs)} matches"
-        return out
-    index = np.array(pairs)
-    pb, pa = b["points"][index[:, 0]], a["points"][index[:, 1]]
-    cv2.setRNGSeed(0)
-    threshold = RANSAC_PX / scale
-    model, mask = cv2.estimateAffine2D(pb.astype(np.float32), pa.astype(np.float32), method=cv2.RANSAC,
-                                       ransacReprojThreshold=threshold, maxIters=5000, confidence=0.999,
-                                       refineIters=10)
-    if model is None:
-        out["reason"] = "RANSAC found no model"
-        return out
-    keep = mask.ravel().astype(bool)
-    out["inliers"] = int(keep.sum())
-    if out["inliers"] < MIN_INLIERS:
-        out["reason"] = f"{out['inliers']} inliers"
-        return out
-    refined = refine_ecc(a["image"], b["image"], model, scale) if REFINE else None
-    if refined is not None:
-        out["refined"] = True
-        model = refined
-    mapped = pb[keep] @ model[:, :2].T + model[:, 2]
-    residual = np.linalg.norm(mapped - pa[keep], axis=1)
-    centre = np.array([a["image"].shape[1], a["image"].shape[0]]) / scale / 2
-    feature_shift = centre - (centre @ model[:, :2].T + model[:, 2])  # where b's centre content sits in a, minus
-    if refined is not None:  # correspondences from the dense model: a grid over a's part that b covers
-        grid = _overlap_grid(a["image"].shape, b["image"].shape, model, scale)
-        sample_a, sample_b = grid, (grid - model[:, 2]) @ np.linalg.inv(model[:, :2]).T
     else:
-        pick = np.linspace(0, out["inliers"] - 1, min(SAMPLES, out["inliers"])).round().astype(int)
-        sample_a, sample_b = pa[keep][pick], pb[keep][pick]
-    out.update(ok=True, model=model.tolist(), residual_rms=float(np.sqrt((residual ** 2).mean())),
-               residual_max=float(residual.max()), feature_shift=(-feature_shift).tolist(),
-               disagree=comparable(model, response) and bool(np.linalg.norm(-feature_shift - phase) * scale > DISAGREE_PX),
+        matcher = cv2.BFMatcher(cv2.NORM_L2)
+        forward = matcher.knnMatch(b["descriptors"], a["descriptors"], k=2)
+        backward = {m[0].queryIdx: m[0].trainIdx for m in matcher.knnMatch(a["descriptors"], b["descriptors"], k=2)
+                    if len(m) == 2 and m[0].distance < RATIO * m[1].distance}
+        pairs = [(m[0].queryIdx, m[0].trainIdx) for m in forward
+                 if len(m) == 2 and m[0].distance < RATIO * m[1].distance and backward.get(m[0].trainIdx) == m[0].queryIdx]
+        out["matches"] = len(pairs)
+        if len(pairs) < MIN_INLIERS:
+            out["reason"] = f"{len(pairs)} matches"
+        else:
+            index = np.array(pairs)
+            pb, pa = b["points"][index[:, 0]], a["points"][index[:, 1]]
+            cv2.setRNGSeed(0)
+            model, mask = cv2.estimateAffine2D(pb.astype(np.float32), pa.astype(np.float32), method=cv2.RANSAC,
+                                               ransacReprojThreshold=RANSAC_PX / scale, maxIters=5000,
+                                               confidence=0.999, refineIters=10)
+            keep = mask.ravel().astype(bool) if model is not None else np.zeros(len(pairs), bool)
+            out["inliers"] = int(keep.sum())
+            if model is None:
+                out["reason"] = "RANSAC found no model"
+            elif out["inliers"] < MIN_INLIERS:
+                out["reason"] = f"{out['inliers']} inliers"
+            else:
+                features = model
+                residual = np.linalg.norm(pb[keep] @ model[:, :2].T + model[:, 2] - pa[keep], axis=1)
+                out.update(feature_rms=float(np.sqrt((residual ** 2).mean())), feature_max=float(residual.max()))
+    starts = [("features", features)] if features is not None else []
+    starts.append(("correlation", np.array([[1.0, 0, phase[0]], [0, 1.0, phase[1]]])))
+    best = None
+    for method, start in starts:
+        refined = refine_ecc(a["image"], b["image"], start, scale)
+        if refined is not None and (best is None or refined[1] > best[2] + 0.02):
+            best = (method, *refined)
+        if best is not None and best[0] == "features" and best[2] > 0.5:
+            break  # the features' answer refined well: no need for the second start
+    if best is None and features is None:
+        return out  # nothing to go on; the reason is set
+    if best is None:  # ECC failed from the features' answer: keep it as RANSAC fitted it
+        method, model, correlation = "features", features, 0.0
+    else:
+        method, model, correlation = best
+    grid = _overlap_grid(a["image"].shape, b["image"].shape, model, scale)
+    if len(grid) < 3:
+        out["reason"] = "the sections do not overlap"
+        return out
+    sample_a, sample_b = grid, (grid - model[:, 2]) @ np.linalg.inv(model[:, :2]).T
+    centre = np.array([a["image"].shape[1], a["image"].shape[0]]) / scale / 2
+    content_shift = (centre @ model[:, :2].T + model[:, 2]) - centre  # where b's centre content sits in a
+    out.pop("reason", None)
+    out.update(ok=True, method=method, model=model.tolist(), correlation=float(correlation),
+               feature_shift=content_shift.tolist(),
+               disagree=features is not None and (
+                   bool(np.abs(features - model)[:, 2].max() * scale > DISAGREE_PX) or
+                   comparable(model, response) and bool(np.linalg.norm(content_shift - phase) * scale > DISAGREE_PX)),
                sample_a=sample_a.tolist(), sample_b=sample_b.tolist())
     return out
 
@@ -186,9 +209,11 @@ def comparable(model: np.ndarray, response: float) -> bool:
     return response > 0.05 and bool(np.abs(linear - np.eye(2)).max() < 0.005)
 
 
-def refine_ecc(a: np.ndarray, b: np.ndarray, model: np.ndarray, scale: float) -> np.ndarray | None:
-    """The features' affine (b -> a, full-resolution px) refined by OpenCV's ECC on the working images
-    (all their pixels, not a few hundred points); None if ECC does not converge."""
+def refine_ecc(a: np.ndarray, b: np.ndarray, model: np.ndarray, scale: float) -> tuple[np.ndarray, float] | None:
+    """An affine (b -> a, full-resolution px) refined by OpenCV's ECC on the working images: the
+    refined affine and its correlation coefficient; None if ECC does not converge or wanders far
+    from the start. (ECC over only the pixels the start puts inside b, with a mask, agreed worse
+    across crops of a stack: 0.08 against 0.045 px per pair, measured.)"""
     import cv2
 
     # At the working scale, pixel centres: p_work = (p_full + 0.5) * scale - 0.5.
@@ -197,14 +222,15 @@ def refine_ecc(a: np.ndarray, b: np.ndarray, model: np.ndarray, scale: float) ->
     a_to_b = to_work @ np.linalg.inv(full) @ np.linalg.inv(to_work)  # ECC warps the template (a) into b
     warp = a_to_b[:2].astype(np.float32)
     try:
-        _, warp = cv2.findTransformECC(a.astype(np.float32), b.astype(np.float32), warp, cv2.MOTION_AFFINE,
-                                       (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6), None, 5)
+        correlation, warp = cv2.findTransformECC(a.astype(np.float32), b.astype(np.float32), warp, cv2.MOTION_AFFINE,
+                                                 (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6),
+                                                 None, 5)
     except cv2.error:
         return None
     refined = np.linalg.inv(to_work) @ np.linalg.inv(np.vstack([warp.astype(np.float64), [0, 0, 1]])) @ to_work
     if np.abs(refined[:2, :2] - model[:, :2]).max() > 0.05 or np.abs(refined[:2, 2] - model[:, 2]).max() > 20 / scale:
-        return None  # ECC wandered off: keep the features' answer
-    return refined[:2]
+        return None  # ECC wandered off: keep the start
+    return refined[:2], float(correlation)
 
 
 def _overlap_grid(shape_a: tuple, shape_b: tuple, model: np.ndarray, scale: float, step: int = 16) -> np.ndarray:
@@ -267,8 +293,9 @@ def solve_transforms(n: int, pairs: dict[tuple[int, int], dict], model: str, fix
     if model == "translation":
         chosen = _solve(n, used, "translation", fixed)
     elif model == "affine":
-        affine = _solve(n, used, "affine", fixed, toward=rigid)
-        if _rms(affine, used) < AFFINE_GAIN * _rms(rigid, used):
+        affine = _with_linear(n, used, _solve_linear(n, used, fixed, rigid[:, :, :2]), fixed)
+        rigid_rms, affine_rms = _rms(rigid, used), _rms(affine, used)
+        if affine_rms < AFFINE_GAIN * rigid_rms and rigid_rms - affine_rms > AFFINE_MIN_PX:
             chosen = affine
         else:
             chosen, name = rigid, "rigid (affine not supported by the data)"
@@ -312,7 +339,7 @@ def _equations(n: int, pairs: dict, kind: str) -> tuple[np.ndarray, np.ndarray, 
     return join(rows).astype(np.int64), join(cols).astype(np.int64), join(vals), join(rhs), r
 
 
-def _solve(n: int, pairs: dict, kind: str, fixed: int, toward: np.ndarray | None = None) -> np.ndarray:
+def _solve(n: int, pairs: dict, kind: str, fixed: int) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.linalg import spsolve
 
@@ -339,25 +366,6 @@ def _solve(n: int, pairs: dict, kind: str, fixed: int, toward: np.ndarray | None
             vals.append(weights)
             rhs.append(weights * value)
             r += 1
-    if toward is not None and (REGULARIZE or MEAN_WEIGHT):  # affine: toward the rigid solution
-        side = max(1.0, _typical_side(pairs))
-        reg, mean = REGULARIZE * side, MEAN_WEIGHT * side
-        for k, (i, j) in zip((0, 1, 3, 4), ((0, 0), (0, 1), (1, 0), (1, 1))):
-            for z in range(n):
-                rows.append(r)
-                cols.append(z * per + k)
-                vals.append(reg)
-                rhs.append(reg * toward[z, i, j])
-                r += 1
-            if not MEAN_WEIGHT:
-                continue
-            # The mean linear part is the rigid solution's: no shrinking (or growing) of the whole stack,
-            # which fitting noise alone would favour.
-            rows += [r] * n
-            cols += [z * per + k for z in range(n)]
-            vals += [mean / n] * n
-            rhs.append(mean * float(toward[:, i, j].mean()))
-            r += 1
     a = coo_matrix((vals, (rows, cols)), shape=(r, n * per)).tocsr()
     x = spsolve((a.T @ a).tocsc(), a.T @ np.asarray(rhs, np.float64))
     x = np.asarray(x).reshape(n, per)
@@ -373,20 +381,63 @@ def _solve(n: int, pairs: dict, kind: str, fixed: int, toward: np.ndarray | None
     return out
 
 
-def _typical_side(pairs: dict) -> float:
-    points = [np.abs(np.asarray(p["sample_a"])).max() for p in pairs.values() if p.get("sample_a")]
-    return float(max(points)) if points else 1.0
-
-
 def _rigidify(n: int, pairs: dict, similarity: np.ndarray, fixed: int) -> np.ndarray:
     """Rotations from the similarity solve (scale dropped), then translations solved again."""
     angle = np.arctan2(similarity[:, 1, 0], similarity[:, 0, 0])
     rotation = np.stack([np.stack([np.cos(angle), -np.sin(angle)], -1), np.stack([np.sin(angle), np.cos(angle)], -1)], 1)
-    rotated = {k: {**v, "sample_a": (np.asarray(v["sample_a"]) @ rotation[k[0]].T).tolist(),
-                   "sample_b": (np.asarray(v["sample_b"]) @ rotation[k[1]].T).tolist()} for k, v in pairs.items()}
-    shifts = _solve(n, rotated, "translation", fixed)
+    return _with_linear(n, pairs, rotation, fixed)
+
+
+def _solve_linear(n: int, pairs: dict, fixed: int, rigid: np.ndarray) -> np.ndarray:
+    """Affine linear parts (n x 2 x 2) from the pairs' own models: L_a M = L_b for the pair (a, b)
+    whose model maps b onto a with linear part M; section ``fixed`` the identity; each section pulled
+    toward its rigid rotation with weight REGULARIZE (one pair's equations weigh 1).
+
+    Not from the points, as the translations are: residuals between points in the global frame
+    shrink with the transforms, so a point solve buys smaller residuals downstream by shrinking
+    every section a little (a chain of pairs came out 13% smaller after 120 sections). Here a chain
+    of pairs is met exactly; only the small disagreements around loops of pairs are left to spread.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.linalg import spsolve
+
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    rhs: list[float] = []
+
+    def equation(terms: list[tuple[int, float]], value: float) -> None:
+        for col, val in terms:
+            rows.append(len(rhs))
+            cols.append(col)
+            vals.append(val)
+        rhs.append(value)
+
+    # Unknowns: section z's L as 4 values (l00, l01, l10, l11) at 4z. Row i of L_a M: l_i0 M00 + l_i1 M10, ...
+    for (a, b), pair in sorted(pairs.items()):
+        m = np.asarray(pair["model"], np.float64)[:, :2]
+        for i in range(2):
+            for j in range(2):
+                equation([(4 * b + 2 * i + j, 1.0), (4 * a + 2 * i, -m[0, j]), (4 * a + 2 * i + 1, -m[1, j])], 0.0)
+    reached = {z for pair in pairs for z in pair} | {fixed}
+    for z in range(n):
+        weight = 1e3 if z == fixed else REGULARIZE if z in reached else 1.0
+        target = np.eye(2) if z == fixed else rigid[z]
+        for k in range(4):
+            equation([(4 * z + k, weight)], weight * float(target.flat[k]))
+    a = coo_matrix((vals, (rows, cols)), shape=(len(rhs), 4 * n)).tocsr()
+    x = spsolve((a.T @ a).tocsc(), a.T @ np.asarray(rhs))
+    return np.asarray(x).reshape(n, 2, 2)
+
+
+def _with_linear(n: int, pairs: dict, linear: np.ndarray, fixed: int) -> np.ndarray:
+    """Transforms with the given linear parts and the translations that then best join the pairs'
+    points (a linear problem in the translations alone)."""
+    moved = {k: {**v, "sample_a": (np.asarray(v["sample_a"]) @ linear[k[0]].T).tolist(),
+                 "sample_b": (np.asarray(v["sample_b"]) @ linear[k[1]].T).tolist()} for k, v in pairs.items()}
+    shifts = _solve(n, moved, "translation", fixed)
     out = np.zeros((n, 2, 3))
-    out[:, :, :2] = rotation
+    out[:, :, :2] = linear
     out[:, :, 2] = shifts[:, :, 2]
     return out
 
@@ -425,7 +476,7 @@ def find_defects(n: int, stats: list[dict], pairs: dict[tuple[int, int], dict]) 
         if z in bad:
             continue
         before, after = adjacent.get(z - 1, {}), adjacent.get(z, {})
-        if before.get("ok") and before.get("residual_rms", 1) < 0.05 and before.get("ncc", 0) > 0.999:
+        if before.get("ok") and before.get("ncc", 0) > 0.999:
             bad[z] = f"duplicate of section {z - 1}"
             continue
         near = [p for p in (before, after) if p]
@@ -552,8 +603,10 @@ class QualityTask(Task):
 
 
 def _h(transform) -> np.ndarray:
-    out = np.eye(3)
-    out[:2] = np.asarray(transform)
+    """2 x 3 affine(s) as 3 x 3 (a stack of them too)."""
+    transform = np.asarray(transform, np.float64)
+    out = np.broadcast_to(np.eye(3), (*transform.shape[:-2], 3, 3)).copy()
+    out[..., :2, :] = transform
     return out
 
 
