@@ -1070,6 +1070,225 @@ def show_label_index(r: dict) -> None:
           f"{c['concurrent_p50_ms']:.1f} ms, p99 {c['concurrent_p99_ms']:.1f} ms")
 
 
+SECTIONS = {"sample1": ROOT.parent / "shared" / "data" / "neuroproof_sample1_sections.tif",
+            "validation": ROOT.parent / "shared" / "data" / "neuroproof_validation_sections_120.tif"}
+ISBI = ROOT.parent / "shared" / "data" / "isbi2012_train_volume.tif"
+ALIGN_CROP = 45  # px cut from every side after warping: no empty borders (40 px shift, 2 degrees, 2%)
+
+
+def _random_affine(rng, width: int, height: int, shift: float = 40, degrees: float = 2, scale: float = 0.02) -> np.ndarray:
+    """A 3 x 3 affine about the image centre: translation, rotation, scale and shear drawn uniformly."""
+    angle = np.deg2rad(rng.uniform(-degrees, degrees))
+    s, shear = 1 + rng.uniform(-scale, scale), rng.uniform(-scale, scale)
+    linear = np.array([[s * np.cos(angle), -s * np.sin(angle) + shear], [s * np.sin(angle), s * np.cos(angle)]])
+    centre = np.array([width / 2, height / 2])
+    out = np.eye(3)
+    out[:2, :2], out[:2, 2] = linear, centre - linear @ centre + rng.uniform(-shift, shift, 2)
+    return out
+
+
+def _warped_stack(stack: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The issue's protocol: each section warped by a known random affine, with gain, offset and
+    noise, then both stacks cropped. Returns (warped, unwarped, warps in cropped pixels)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    height, width = stack.shape[1:]
+    shift = np.eye(3)
+    shift[:2, 2] = -ALIGN_CROP
+    warps, out = [], []
+    for section in stack:
+        warp = _random_affine(rng, width, height)
+        image = cv2.warpAffine(section.astype(np.float32), warp[:2], (width, height), flags=cv2.INTER_LINEAR)
+        image = image * rng.uniform(0.9, 1.1) + rng.uniform(-10, 10) + rng.normal(0, 3, image.shape)
+        out.append(np.clip(image, 0, 255).astype(np.uint8))
+        warps.append(shift @ warp @ np.linalg.inv(shift))
+    c = slice(ALIGN_CROP, -ALIGN_CROP)
+    return np.array(out)[:, c, c], np.ascontiguousarray(stack[:, c, c]), warps
+
+
+def _h3(t) -> np.ndarray:
+    out = np.eye(3)
+    out[:2] = np.asarray(t)
+    return out
+
+
+def _consistency(found_warped: list, found_plain: list, warps: list, shape: tuple[int, int]) -> dict:
+    """Per-section and pairwise error (px) between the warped stack's transforms composed with the
+    known warps and the unwarped stack's, after the one global affine that best joins them."""
+    height, width = shape
+    grid = np.stack(np.meshgrid(np.linspace(0, width - 1, 8), np.linspace(0, height - 1, 8)), -1).reshape(-1, 2)
+    points = np.c_[grid, np.ones(len(grid))]
+    x = np.concatenate([points @ _h3(t).T for t in found_plain])[:, :2]
+    y = np.concatenate([points @ (_h3(t) @ k).T for t, k in zip(found_warped, warps)])[:, :2]
+    design = np.c_[x, np.ones(len(x))]
+    best, *_ = np.linalg.lstsq(design, y, rcond=None)
+    gap = (design @ best - y).reshape(len(warps), -1, 2)
+    per = np.linalg.norm(gap, axis=2).mean(axis=1)
+    pair = np.linalg.norm(gap[1:] - gap[:-1], axis=2).mean(axis=1)
+    return {"section_median": float(np.median(per)), "section_max": float(per.max()),
+            "pair_median": float(np.median(pair)), "pair_max": float(pair.max())}
+
+
+def _chained(pair_models: list) -> list:
+    """Naive chaining: section z+1's transform is section z's composed with the pair's (identity where
+    the pair failed)."""
+    out = [np.eye(3)]
+    for model in pair_models:
+        out.append(out[-1] @ (_h3(model) if model is not None else np.eye(3)))
+    return [t[:2] for t in out]
+
+
+def _clio_pairs(stack: np.ndarray) -> tuple[list, float]:
+    """The FIB-SEM workflow's per-pair method (as its Fiji macro does it, rebuilt with OpenCV): SIFT,
+    ratio test, RANSAC with 25 px tolerance and at least 20 inliers, an affine and a translation
+    fitted, the translation kept when the affine is nearly rigid. Pair models (b -> a) and seconds."""
+    import cv2
+
+    start = time.perf_counter()
+    sift = cv2.SIFT_create()
+    found = [sift.detectAndCompute(section, None) for section in stack]
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    models = []
+    for (ka, da), (kb, db) in zip(found[:-1], found[1:]):
+        model = None
+        if da is not None and db is not None and len(da) >= 2 and len(db) >= 2:
+            good = [m[0] for m in matcher.knnMatch(db, da, k=2) if len(m) == 2 and m[0].distance < 0.92 * m[1].distance]
+            if len(good) >= 20:
+                pb = np.float32([kb[m.queryIdx].pt for m in good])
+                pa = np.float32([ka[m.trainIdx].pt for m in good])
+                cv2.setRNGSeed(0)
+                affine, mask = cv2.estimateAffine2D(pb, pa, method=cv2.RANSAC, ransacReprojThreshold=25)
+                if affine is not None and mask.sum() >= 20:
+                    keep = mask.ravel().astype(bool)
+                    translation = np.eye(2, 3)
+                    translation[:, 2] = (pa[keep] - pb[keep]).mean(axis=0)
+                    nearly_rigid = np.abs(affine[:, :2] - np.eye(2)).max() < 0.01
+                    model = translation if nearly_rigid else affine
+        models.append(model)
+    return models, time.perf_counter() - start
+
+
+def bench_align(work: Path) -> dict:
+    """`pumice align --model affine` (2 workers, solve only) on the neuroproof stacks warped by known
+    random affines, against the same stacks unwarped: consistency (the issue's measure), naive
+    chaining of pumice's own pairs, and the FIB-SEM workflow's per-pair SIFT + RANSAC chained, timed
+    on the same data. Then ssTEM (ISBI 2012): one section of each pair perturbed by a known affine."""
+    import tifffile
+
+    rows = {}
+    for name, path in SECTIONS.items():
+        if not path.exists():
+            rows[name] = {"skipped": f"{path} not found"}
+            continue
+        stack = tifffile.imread(path)
+        warped, plain, warps = _warped_stack(stack)
+        found, pairs, runs = {}, {}, {}
+        for label, data in (("warped", warped), ("plain", plain)):
+            source = work / f"align_{name}_{label}.npy"
+            np.save(source, data)
+            dest = work / f"align_{name}_{label}"
+            shutil.rmtree(dest, ignore_errors=True)
+            seconds, rss, out = _pumice("align", str(source), str(dest), "--model", "affine", "--solve-only",
+                                        "--resolution", "10,10,10", "--bad-sections", "bridge", "--workers", "2",
+                                        "--no-progress")
+            record = json.loads((dest / "align" / "transforms.json").read_text())
+            report = json.loads((dest / "align" / "report.json").read_text())
+            found[label] = record["transforms"]
+            pairs[label] = [report["pairs"][f"{z}-{z + 1}"].get("model") if report["pairs"][f"{z}-{z + 1}"].get("ok") else None
+                            for z in range(len(data) - 1)]
+            runs[label] = {"seconds": seconds, "sections_per_second": len(data) / seconds, "peak_rss_mib": rss / 2**20,
+                           "model": record["model"], "flagged_pairs": len(report["flagged_pairs"]),
+                           "bad_sections": report["bad_sections"]}
+        shape = warped.shape[1:]
+        moved = max(float(np.abs(np.c_[[[0, 0], [shape[1], 0], [0, shape[0]], [shape[1], shape[0]]], np.ones(4)] @
+                                 (_h3(t) - np.eye(3)).T).max()) for t in found["plain"])
+        clio_w, clio_seconds = _clio_pairs(warped)
+        clio_p, _ = _clio_pairs(plain)
+        rows[name] = {
+            "sections": int(len(stack)), "section_px": list(shape), "runs": runs,
+            "solve": _consistency(found["warped"], found["plain"], warps, shape),
+            "chained": _consistency(_chained(pairs["warped"]), _chained(pairs["plain"]), warps, shape),
+            "clio_chained": _consistency(_chained(clio_w), _chained(clio_p), warps, shape),
+            "clio_seconds": clio_seconds, "clio_failed_pairs": sum(m is None for m in clio_w),
+            "plain_moved_px": moved,
+        }
+    rows["isbi"] = _isbi_pairs() if ISBI.exists() else {"skipped": f"{ISBI} not found"}
+    return rows
+
+
+def _isbi_pairs() -> dict:
+    """Each adjacent pair of the ISBI stack, and the same pair with its second section warped by a known
+    affine (both cropped alike): the pair's answer must be the first answer composed with the warp."""
+    import cv2
+    import tifffile
+
+    from pumice.ops import align
+
+    stack = tifffile.imread(ISBI)
+    rng = np.random.default_rng(1)
+    height, width = stack.shape[1:]
+    shift = np.eye(3)
+    shift[:2, 2] = -ALIGN_CROP
+    c = slice(ALIGN_CROP, -ALIGN_CROP)
+
+    def features(image):
+        work = align.working_image(image, 1.0)
+        sift = cv2.SIFT_create(nfeatures=align.SIFT_FEATURES)
+        keypoints, descriptors = sift.detectAndCompute(work, None)
+        return {"points": np.array([k.pt for k in keypoints], np.float64).reshape(-1, 2), "descriptors": descriptors,
+                "image": work}
+
+    errors, failed = [], 0
+    grid = np.stack(np.meshgrid(np.linspace(0, width - 2 * ALIGN_CROP - 1, 8),
+                                np.linspace(0, height - 2 * ALIGN_CROP - 1, 8)), -1).reshape(-1, 2)
+    for z in range(len(stack) - 1):
+        warp = _random_affine(rng, width, height)
+        moved = cv2.warpAffine(stack[z + 1].astype(np.float32), warp[:2], (width, height), flags=cv2.INTER_LINEAR)
+        known = shift @ warp @ np.linalg.inv(shift)
+        a = features(stack[z][c, c])
+        plain = align.match_pair(a, features(stack[z + 1][c, c]), 1.0)
+        perturbed = align.match_pair(a, features(np.clip(moved, 0, 255).astype(np.uint8)[c, c]), 1.0)
+        if not (plain["ok"] and perturbed["ok"]):
+            failed += 1
+            continue
+        want = _h3(plain["model"]) @ np.linalg.inv(known)
+        points = np.c_[grid, np.ones(len(grid))]
+        errors.append(float(np.linalg.norm((points @ _h3(perturbed["model"]).T - points @ want.T)[:, :2], axis=1).mean()))
+    return {"pairs": len(stack) - 1, "failed": failed, "median_px": float(np.median(errors)) if errors else None,
+            "max_px": float(np.max(errors)) if errors else None}
+
+
+def show_align(r: dict) -> None:
+    print("align (neuroproof stacks warped by known random affines, 40 px, 2 degrees, 2% scale and shear, gain, "
+          "offset, noise; cropped by 45 px; --model affine, 2 workers):")
+    for name in SECTIONS:
+        row = r[name]
+        if "skipped" in row:
+            print(f"  {name}: skipped ({row['skipped']})")
+            continue
+        print(f"  {name}: {row['sections']} sections of {row['section_px'][1]} x {row['section_px'][0]} px")
+        for label in ("solve", "chained", "clio_chained"):
+            m = row[label]
+            what = {"solve": "pumice (global solve)", "chained": "pumice's pairs chained",
+                    "clio_chained": "FIB-SEM workflow's pairs chained"}[label]
+            print(f"    {what}: per section median {m['section_median']:.2f} px, max {m['section_max']:.2f}; "
+                  f"pairwise median {m['pair_median']:.3f}, max {m['pair_max']:.2f}")
+        for label, run in row["runs"].items():
+            print(f"    {label}: {run['seconds']:.1f} s ({run['sections_per_second']:.1f} sections/s), peak RSS "
+                  f"{run['peak_rss_mib']:.0f} MiB, model {run['model']}, {run['flagged_pairs']} flagged pair(s), "
+                  f"bad sections {run['bad_sections'] or 'none'}")
+        print(f"    the FIB-SEM workflow's pairs: {row['clio_seconds']:.1f} s (1 process), {row['clio_failed_pairs']} failed "
+              f"pair(s) on the warped stack; pumice on the unwarped stack moves its sections up to "
+              f"{row['plain_moved_px']:.1f} px")
+    i = r["isbi"]
+    if "skipped" in i:
+        print(f"  isbi: skipped ({i['skipped']})")
+    else:
+        print(f"  ssTEM (ISBI 2012, {i['pairs']} pairs, one section perturbed): median {i['median_px']:.2f} px, "
+              f"max {i['max_px']:.2f}; {i['failed']} pair(s) failed")
+
+
 BENCHMARKS = {
     "ingest": (bench_ingest, show_ingest),
     "downsample_image": (bench_downsample_image, show_pyramid),
@@ -1084,6 +1303,7 @@ BENCHMARKS = {
     "ccl": (bench_ccl, show_ccl),
     "stats": (bench_stats, show_stats),
     "label_index": (bench_label_index, show_label_index),
+    "align": (bench_align, show_align),
 }
 
 

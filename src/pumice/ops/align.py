@@ -59,7 +59,11 @@ MODELS = ("translation", "rigid", "affine")
 BAD_SECTIONS = ("fail", "skip", "bridge")
 MIN_INLIERS = 20
 WEAK_INLIERS = 6  # fewer RANSAC inliers than MIN_INLIERS, but this many: a start for ECC, kept if it correlates
-MIN_CORRELATION = 0.8  # ECC's correlation coefficient a pair found without enough features must reach
+# ECC's correlation coefficient a pair must reach, by its start: from too few features, 0.8 (FIB-SEM
+# neighbours correlate at 0.8-0.99); from phase correlation alone, 0.3 (ssTEM neighbours, 50 nm apart,
+# share no SIFT features and correlate at about 0.4 once aligned).
+MIN_CORRELATION = {"weak features": 0.8, "correlation": 0.3}
+TYPICAL_SHARE = 0.9  # and, found without enough features, this share of the stack's median correlation (see drop_weak)
 RANSAC_PX = 2.0  # inlier threshold at the working scale
 RATIO = 0.75  # Lowe's ratio test
 SIFT_FEATURES = 1500  # per section: a start for ECC, which does the fine work (4000 matched 5x slower, no better)
@@ -181,7 +185,7 @@ def match_pair(a: dict[str, np.ndarray], b: dict[str, np.ndarray], scale: float)
     best = None
     for method, start in starts:
         refined = refine_ecc(a["image"], b["image"], start, scale)
-        if refined is None or (method != "features" and refined[1] < MIN_CORRELATION):
+        if refined is None or refined[1] < MIN_CORRELATION.get(method, 0.0):
             continue
         if best is None or refined[1] > best[2] + 0.02:
             best = (method, *refined)
@@ -290,6 +294,23 @@ def ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 
 # -- the solve --------------------------------------------------------------------------------------
+def drop_weak(pairs: dict[tuple[int, int], dict]) -> int:
+    """Pairs found without enough features (weak features, phase correlation) that correlate under
+    TYPICAL_SHARE of the stack's median after ECC are dropped: the absolute floor has to admit
+    ssTEM's 0.4, where a FIB-SEM pair at 0.8 is wrong. Returns how many were dropped."""
+    found = [p["correlation"] for p in pairs.values() if p.get("ok")]
+    if not found:
+        return 0
+    floor = TYPICAL_SHARE * float(np.median(found))
+    dropped = 0
+    for key, pair in pairs.items():
+        if pair.get("ok") and pair.get("method") != "features" and pair["correlation"] < floor:
+            pairs[key] = {**pair, "ok": False, "reason": f"found by {pair['method']}, correlates at {pair['correlation']:.2f} "
+                                                        f"(the stack's pairs: {floor / TYPICAL_SHARE:.2f})"}
+            dropped += 1
+    return dropped
+
+
 def solve_transforms(n: int, pairs: dict[tuple[int, int], dict], model: str, fixed: int,
                      exclude: set[int]) -> tuple[np.ndarray, dict[tuple[int, int], float], str]:
     """One affine (2 x 3, section px -> global px) per section from every pair's correspondences,
@@ -518,6 +539,7 @@ class SolveTask(Task):
         for a in range(n):
             for b in range(a + 1, min(n, a + self.depth + 1)):
                 pairs[(a, b)] = json.loads(kv.get(f"pairs/{a}-{b}"))
+        drop_weak(pairs)
         bad = find_defects(n, stats, pairs)
         if bad and self.bad_sections == "fail":
             listed = "; ".join(f"{z}: {why}" for z, why in sorted(bad.items()))
