@@ -58,6 +58,9 @@ WORKING_SIDE = 1024  # px: the working scale's longer side, by default
 MODELS = ("translation", "rigid", "affine")
 BAD_SECTIONS = ("fail", "skip", "bridge")
 MIN_INLIERS = 20
+ECC_LEVELS = 2  # ECC coarse to fine: at most this many halvings
+ECC_COARSEST = 96  # px: the shorter side of ECC's coarsest level at least this
+PHASE_COARSEST = 32  # px: phase correlation is tried on sections shrunk 4x if their shorter side stays this long
 WEAK_INLIERS = 6  # fewer RANSAC inliers than MIN_INLIERS, but this many: a start for ECC, kept if it correlates
 # ECC's correlation coefficient a pair must reach, by its start: from too few features, 0.8 (FIB-SEM
 # neighbours correlate at 0.8-0.99); from phase correlation alone, 0.3 (ssTEM neighbours, 50 nm apart,
@@ -182,6 +185,10 @@ def match_pair(a: dict[str, np.ndarray], b: dict[str, np.ndarray], scale: float)
     starts = [("features", features)] if features is not None else []
     starts += [("weak features", weak)] if weak is not None else []
     starts.append(("correlation", np.array([[1.0, 0, phase[0]], [0, 1.0, phase[1]]])))
+    if min(a["image"].shape[:2]) >= 4 * PHASE_COARSEST:  # and on the images shrunk 4x: sections that differ much (ssTEM)
+        coarse = phase_shift(a["image"], b["image"], 4)[:2] / scale
+        if np.abs(coarse - phase).max() * scale > 2:
+            starts.append(("correlation", np.array([[1.0, 0, coarse[0]], [0, 1.0, coarse[1]]])))
     best = None
     for method, start in starts:
         refined = refine_ecc(a["image"], b["image"], start, scale)
@@ -223,27 +230,53 @@ def comparable(model: np.ndarray, response: float) -> bool:
 
 
 def refine_ecc(a: np.ndarray, b: np.ndarray, model: np.ndarray, scale: float) -> tuple[np.ndarray, float] | None:
-    """An affine (b -> a, full-resolution px) refined by OpenCV's ECC on the working images: the
-    refined affine and its correlation coefficient; None if ECC does not converge or wanders far
-    from the start. (ECC over only the pixels the start puts inside b, with a mask, agreed worse
-    across crops of a stack: 0.08 against 0.045 px per pair, measured.)"""
+    """An affine (b -> a, full-resolution px) refined by OpenCV's ECC on the working images, coarse to
+    fine (halved while the shorter side stays at least ECC_COARSEST px, up to ECC_LEVELS halvings:
+    a start several pixels off, or a rotation phase correlation cannot see, still converges): the
+    refined affine and its correlation coefficient at full working resolution; None if ECC does not
+    converge there or wanders far from the start. (ECC over only the pixels the start puts inside b,
+    with a mask, agreed worse across crops of a stack: 0.08 against 0.045 px per pair, measured.)"""
     import cv2
 
     # At the working scale, pixel centres: p_work = (p_full + 0.5) * scale - 0.5.
-    to_work = np.array([[scale, 0, 0.5 * scale - 0.5], [0, scale, 0.5 * scale - 0.5], [0, 0, 1]])
+    to_work = _centres(scale)
     full = np.vstack([model, [0, 0, 1]])
     a_to_b = to_work @ np.linalg.inv(full) @ np.linalg.inv(to_work)  # ECC warps the template (a) into b
-    warp = a_to_b[:2].astype(np.float32)
-    try:
-        correlation, warp = cv2.findTransformECC(a.astype(np.float32), b.astype(np.float32), warp, cv2.MOTION_AFFINE,
-                                                 (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6),
-                                                 None, 5)
-    except cv2.error:
-        return None
-    refined = np.linalg.inv(to_work) @ np.linalg.inv(np.vstack([warp.astype(np.float64), [0, 0, 1]])) @ to_work
+    levels = 0
+    while levels < ECC_LEVELS and min(a.shape[:2] + b.shape[:2]) / 2 ** (levels + 1) >= ECC_COARSEST:
+        levels += 1
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6)
+    correlation = 0.0
+    for level in range(levels, -1, -1):
+        factor = 2 ** level
+        to_level = _centres(1 / factor)
+        ak, bk = (_shrunk(image, factor).astype(np.float32) for image in (a, b))
+        warp = (to_level @ a_to_b @ np.linalg.inv(to_level))[:2].astype(np.float32)
+        try:
+            correlation, warp = cv2.findTransformECC(ak, bk, warp, cv2.MOTION_AFFINE, criteria, None, 5 if level == 0 else 3)
+        except cv2.error:
+            if level == 0:
+                return None
+            continue  # a coarse level that does not converge: the finer ones start where this one started
+        a_to_b = np.linalg.inv(to_level) @ np.vstack([warp.astype(np.float64), [0, 0, 1]]) @ to_level
+    refined = np.linalg.inv(to_work) @ np.linalg.inv(a_to_b) @ to_work
     if np.abs(refined[:2, :2] - model[:, :2]).max() > 0.05 or np.abs(refined[:2, 2] - model[:, 2]).max() > 20 / scale:
         return None  # ECC wandered off: keep the start
     return refined[:2], float(correlation)
+
+
+def _centres(scale: float) -> np.ndarray:
+    """Pixel positions (centres) at one scale to another ``scale`` times finer/coarser: p' = (p + 0.5) s - 0.5."""
+    return np.array([[scale, 0, 0.5 * scale - 0.5], [0, scale, 0.5 * scale - 0.5], [0, 0, 1]])
+
+
+def _shrunk(image: np.ndarray, factor: int) -> np.ndarray:
+    import cv2
+
+    if factor == 1:
+        return image
+    size = (max(1, round(image.shape[1] / factor)), max(1, round(image.shape[0] / factor)))
+    return cv2.resize(image.astype(np.float32), size, interpolation=cv2.INTER_AREA)
 
 
 def _overlap_grid(shape_a: tuple, shape_b: tuple, model: np.ndarray, scale: float, step: int = 16) -> np.ndarray:
@@ -257,13 +290,15 @@ def _overlap_grid(shape_a: tuple, shape_b: tuple, model: np.ndarray, scale: floa
     return grid[keep]
 
 
-def phase_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(dx, dy) that moves b's content onto a's, by phase correlation (working px)."""
+def phase_shift(a: np.ndarray, b: np.ndarray, factor: int = 1) -> np.ndarray:
+    """(dx, dy) that moves b's content onto a's, by phase correlation (working px), on the images
+    shrunk by ``factor`` (coarser: blind to small rotations and to fine differences between sections)."""
     import cv2
 
+    a, b = _shrunk(a, factor).astype(np.float32), _shrunk(b, factor).astype(np.float32)
     window = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
-    (dx, dy), response = cv2.phaseCorrelate(b.astype(np.float32), a.astype(np.float32), window)
-    return np.array([dx, dy, response])
+    (dx, dy), response = cv2.phaseCorrelate(b, a, window)
+    return np.array([dx * factor, dy * factor, response])
 
 
 @register("align.match")
