@@ -272,3 +272,31 @@ def test_defects_on_real_fibsem_are_reported_and_bad_pairs_flagged(cli, tmp_path
         assert flagged or error <= 2, (key, error)
         false_flags += flagged and error <= 2
     assert false_flags <= 0.05 * pairs, (false_flags, pairs, report["flagged_pairs"])
+
+
+def test_sections_of_different_sizes_need_pad(cli, tmp_path):
+    """A folder of sections cut to different sizes: without --pad one line naming it; with it, each
+    section centred in the largest, and the known transforms recovered (the centring's shift added)."""
+    import tifffile
+
+    sections, truths = known_stack(n=6, seed=4)
+    folder = tmp_path / "sections"
+    folder.mkdir()
+    cuts = [(0, 0), (14, 6), (3, 20), (9, 9), (0, 17), (21, 2)]  # rows, columns cut off the bottom and right
+    for z, (section, (rows, cols)) in enumerate(zip(sections, cuts)):
+        tifffile.imwrite(folder / f"s{z:03d}.tif", section[:SIZE - rows, :SIZE - cols])
+    code, _, err = cli("align", folder, tmp_path / "no", "--resolution", "8,8,40", "--no-progress")
+    assert code == 2 and "--pad" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = cli("align", folder, tmp_path / "out", "--pad", "--resolution", "8,8,40", "--no-progress")
+    assert code == 0, err
+    record = json.loads((tmp_path / "out" / "align" / "transforms.json").read_text())
+    assert record["section_shape"] == [SIZE, SIZE]
+    moved = []  # a padded section's pixel p is its own pixel p - (left, top): the truth composed with that
+    for truth, (rows, cols) in zip(truths, cuts):
+        shift = np.eye(3)
+        shift[:2, 2] = (-(cols // 2), -(rows // 2))
+        moved.append((np.vstack([truth, [0, 0, 1]]) @ shift)[:2])
+    error = consistency(record["transforms"], moved)
+    assert np.median(error) <= 0.5, error
+    volume, _ = read_tensorstore(tmp_path / "out")
+    assert volume.shape[2] == 6 and volume[..., 0].any()

@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"scale sections by F for matching (default: longer side at most {align.WORKING_SIDE} px)")
     p.add_argument("--bad-sections", default="fail", help="blank, damaged, duplicated or jumping sections: fail "
                    "(default, listing them), skip (left blank) or bridge (placed from their neighbours)")
+    p.add_argument("--pad", action="store_true", help="sections of different sizes (a folder of images): centre each "
+                   "in the largest")
     p.add_argument("--solve-only", action="store_true", help="match and solve (transforms and report), do not render")
     p.add_argument("--transforms", metavar="FILE", help="render with these transforms (a transforms.json) instead of "
                    "matching again")
@@ -39,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
     transforms = args.transforms
     align.check_options(args.depth, args.model, args.bad_sections, args.match_scale)
     resolution = vec_arg(args.resolution, "--resolution", kind=float, positive=True)
-    if resolution is None and align.open_stack(args.source).resolution is None:
+    if resolution is None and align.open_stack(args.source, args.pad).resolution is None:
         raise PumiceError(f"{args.source} does not say its resolution: give --resolution X,Y,Z (nm)")
     if transforms is None:
         plan, notes = align.plan(args.source, args.dest, depth=args.depth, model=args.model,
-                                 match_scale=args.match_scale, bad_sections=args.bad_sections, **memory_arg(args))
+                                 match_scale=args.match_scale, bad_sections=args.bad_sections, pad=args.pad,
+                                 **memory_arg(args))
         report = execute(plan, notes, args)
         if report is None or args.solve_only:  # (--dry-run, --queue) the render is planned from the transforms
             note(f"then render: pumice align {args.source} {args.dest} --transforms "
@@ -53,6 +56,6 @@ def run(args: argparse.Namespace) -> int:
     plan, notes = align.plan_render(args.source, args.dest, transforms=transforms,
                                     resolution=resolution,
                                     chunk_size=vec_arg(args.chunk_size, "--chunk-size", positive=True),
-                                    encoding=args.encoding, **memory_arg(args))
+                                    encoding=args.encoding, pad=args.pad, **memory_arg(args))
     execute(plan, notes, args)
     return 0

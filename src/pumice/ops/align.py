@@ -81,26 +81,30 @@ DISAGREE_PX = 8.0  # features vs phase correlation: more apart than this (workin
 
 
 # -- sections ---------------------------------------------------------------------------------------
-def read_section(source_path: str, z: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def read_section(source_path: str, z: int, box: tuple[int, int, int, int] | None = None, pad: bool = False) -> np.ndarray:
     """Section ``z`` (rows y, columns x) or its part ``box`` = (x0, y0, x1, y1)."""
-    source = open_source(source_path)
+    source = open_source(source_path, pad=pad)
     x0, y0, x1, y1 = box if box is not None else (0, 0, source.shape[0], source.shape[1])
     data = source.read(Bbox((x0, y0, z), (x1, y1, z + 1)))
     return np.ascontiguousarray(data[:, :, 0, 0].T)
 
 
 def working_image(section: np.ndarray, scale: float) -> np.ndarray:
-    """The section at the working scale as uint8 (1st to 99th percentile stretched): what SIFT and the
-    reports see."""
+    """The section at the working scale as uint8 (1st to 99th percentile stretched to 1..255; 0 where
+    the section is 0, as padding and no data are): what SIFT, ECC and the reports see."""
     import cv2
 
     image = section.astype(np.float32)
     if scale != 1:
         size = (max(1, round(section.shape[1] * scale)), max(1, round(section.shape[0] * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    lo, hi = np.percentile(image, [1, 99]) if image.size else (0, 1)
-    stretched = (image - lo) * (255.0 / max(hi - lo, 1e-6))
-    return np.clip(stretched, 0, 255).astype(np.uint8)
+    empty = image == 0  # no data (padding, or outside a section): kept 0, and only it
+    seen = image[~empty]
+    lo, hi = np.percentile(seen, [1, 99]) if seen.size else (0, 1)
+    stretched = 1 + (image - lo) * (254.0 / max(hi - lo, 1e-6))
+    out = np.clip(stretched, 1, 255).astype(np.uint8)
+    out[empty] = 0
+    return out
 
 
 def to_full(points: np.ndarray, scale: float) -> np.ndarray:
@@ -115,11 +119,12 @@ class FeaturesTask(Task):
     z: int
     scale: float
     work: str
+    pad: bool = False
 
     def run(self) -> dict[str, Any]:
         import cv2
 
-        section = read_section(self.source, self.z)
+        section = read_section(self.source, self.z, pad=self.pad)
         image = working_image(section, self.scale)
         raw = section.astype(np.float64)
         values, counts = np.unique(section, return_counts=True)
@@ -251,9 +256,11 @@ def refine_ecc(a: np.ndarray, b: np.ndarray, model: np.ndarray, scale: float) ->
         factor = 2 ** level
         to_level = _centres(1 / factor)
         ak, bk = (_shrunk(image, factor).astype(np.float32) for image in (a, b))
+        # a's pixels with data (0 is padding): the others would pull the fit toward their edges
+        mask = None if a.min() > 0 else (_shrunk((a > 0).astype(np.float32), factor) > 0.99).astype(np.uint8)
         warp = (to_level @ a_to_b @ np.linalg.inv(to_level))[:2].astype(np.float32)
         try:
-            correlation, warp = cv2.findTransformECC(ak, bk, warp, cv2.MOTION_AFFINE, criteria, None, 5 if level == 0 else 3)
+            correlation, warp = cv2.findTransformECC(ak, bk, warp, cv2.MOTION_AFFINE, criteria, mask, 5 if level == 0 else 3)
         except cv2.error:
             if level == 0:
                 return None
@@ -752,9 +759,10 @@ def write_report(dest_kv, solved: dict, pair_results: dict, quality: list[dict])
 DEFAULT_MEMORY = 512 * 2**20
 
 
-def open_stack(source: str):
-    """The section stack (any source ingest reads): one channel, at least two sections."""
-    stack = open_source(source)
+def open_stack(source: str, pad: bool = False):
+    """The section stack (any source ingest reads; ``pad``: sections of different sizes centred in the
+    largest): one channel, at least two sections."""
+    stack = open_source(source, pad=pad)
     if stack.channels != 1:
         raise PumiceError(f"{source} has {stack.channels} channels; align takes one-channel images")
     if stack.shape[2] < 2:
@@ -786,11 +794,11 @@ def check_options(depth: int, model: str, bad_sections: str, match_scale: float 
 
 @planner
 def plan(src: str, dest: str, *, depth: int = 2, model: str = "rigid", match_scale: float | None = None,
-         bad_sections: str = "fail", memory: int = DEFAULT_MEMORY) -> tuple[Plan, list[str]]:
+         bad_sections: str = "fail", pad: bool = False, memory: int = DEFAULT_MEMORY) -> tuple[Plan, list[str]]:
     """Features, matches and the global solve for the stack ``src``; transforms and the report go to
     ``dest/align/``."""
     check_options(depth, model, bad_sections, match_scale)
-    stack = open_stack(src)
+    stack = open_stack(src, pad)
     width, height, n = (int(v) for v in stack.shape)
     scale = float(match_scale) if match_scale is not None else min(1.0, WORKING_SIDE / max(width, height))
     dest_url = urls.normalize(dest)
@@ -805,7 +813,7 @@ def plan(src: str, dest: str, *, depth: int = 2, model: str = "rigid", match_sca
         return urls.join(dest_url, f".pumice/jobs/{result.job_id}/work")
 
     result.stages = [
-        Stage.each("features", range(n), lambda z: FeaturesTask(source, z, scale, work())),
+        Stage.each("features", range(n), lambda z: FeaturesTask(source, z, scale, work(), pad)),
         Stage.each("match", pairs, lambda p: MatchTask(p[0], p[1], scale, work())),
         Stage.each("solve", [0], lambda _: SolveTask(work(), n, depth, model, bad_sections, scale, (width, height))),
         Stage.each("quality", range(n - 1), lambda z: QualityTask(work(), z, scale)),
@@ -855,6 +863,7 @@ class RenderTask(Task):
     dest: str
     bbox: tuple  # output voxels
     transforms: str  # the staged transforms file
+    pad: bool = False
 
     def run(self) -> dict[str, Any]:
         import cv2
@@ -880,7 +889,7 @@ class RenderTask(Task):
             rx1, ry1 = min(width, int(np.ceil(seen[:, 0].max())) + 3), min(height, int(np.ceil(seen[:, 1].max())) + 3)
             if rx1 <= rx0 or ry1 <= ry0:
                 continue
-            part = read_section(self.source, z, (rx0, ry0, rx1, ry1))
+            part = read_section(self.source, z, (rx0, ry0, rx1, ry1), self.pad)
             to_part = np.array([[1, 0, -rx0], [0, 1, -ry0], [0, 0, 1]], np.float64) @ tile_to_section
             warped = cv2.warpAffine(part, to_part[:2], (tile_w, tile_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -902,14 +911,14 @@ def read_transforms(path: str) -> dict:
 
 @planner
 def plan_render(src: str, dest: str, *, transforms: str, resolution: Sequence[float] | None = None,
-                chunk_size: Sequence[int] | None = None, encoding: str | None = None,
+                chunk_size: Sequence[int] | None = None, encoding: str | None = None, pad: bool = False,
                 memory: int = DEFAULT_MEMORY) -> tuple[Plan, list[str]]:
     """Every section warped into the global box of ``transforms`` and written as the image layer ``dest``."""
     from ..geometry import choose_block
 
     from .ingest import default_chunk_size
 
-    stack = open_stack(src)
+    stack = open_stack(src, pad)
     record = read_transforms(transforms)
     width, height, n = (int(v) for v in stack.shape)
     if record.get("sections", n) != n or list(record["section_shape"]) != [width, height]:
@@ -936,7 +945,7 @@ def plan_render(src: str, dest: str, *, transforms: str, resolution: Sequence[fl
     result.inputs = {"transforms": staged.url}
     source = task_path(src)
     result.stages = [Stage.grid("render", scale.bounds, block,
-                                lambda box: RenderTask(source, dest_url, tuple(box.to_list()), staged.url))]
+                                lambda box: RenderTask(source, dest_url, tuple(box.to_list()), staged.url, pad))]
     result.description = {"sections": f"{n} of {width} x {height}", "output": f"{urls.display(dest_url)}: image "
                           f"{dtype}, size {format_vec(size)}, chunk {format_vec(chunk)}", "block": format_vec(block)}
 

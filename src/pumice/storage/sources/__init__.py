@@ -26,8 +26,9 @@ def split_dataset(path: str) -> tuple[str, str | None]:
     return path, None
 
 
-def open_source(path: str, dataset: str | None = None, axes: str | None = None) -> Source:
-    """Open whatever ``path`` names; a SourceError says what is wrong with it.
+def open_source(path: str, dataset: str | None = None, axes: str | None = None, *, pad: bool = False) -> Source:
+    """Open whatever ``path`` names; a SourceError says what is wrong with it. ``pad``: a folder (or
+    glob) of sections of different sizes is read as the largest, each section centred in it.
 
     Opened sources are cached per process (tasks of one job reopen the same source many times),
     keyed by the path's modification time so that a long-lived worker sees a changed source.
@@ -37,11 +38,11 @@ def open_source(path: str, dataset: str | None = None, axes: str | None = None) 
         stamp = os.stat(urls.local_path(local) if local.startswith("file://") else local).st_mtime_ns
     except (OSError, ValueError):
         stamp = None
-    return _open_source(str(path), dataset, axes, stamp)
+    return _open_source(str(path), dataset, axes, stamp, pad)
 
 
 @lru_cache(maxsize=16)
-def _open_source(path: str, dataset: str | None, axes: str | None, stamp: int | None) -> Source:
+def _open_source(path: str, dataset: str | None, axes: str | None, stamp: int | None, pad: bool = False) -> Source:
     from .arrays import open_chunked, open_hdf5, open_npy
     from .images import ImageStack, TiffVolume, IMAGE_SUFFIXES
     from .precomputed import PrecomputedSource
@@ -58,7 +59,7 @@ def _open_source(path: str, dataset: str | None, axes: str | None, stamp: int | 
             return PrecomputedSource(path)
         path = str(local)
     if any(ch in path for ch in "*?["):
-        return ImageStack(path)
+        return ImageStack(path, pad=pad)
     p = Path(path).expanduser()
     if not p.exists():
         raise SourceError(f"no such file or folder: {path}")
@@ -68,7 +69,7 @@ def _open_source(path: str, dataset: str | None, axes: str | None, stamp: int | 
         markers = (".zarray", "zarr.json", "attributes.json", ".zgroup")
         if any((p / m).is_file() for m in markers) or p.suffix.lower() in (".zarr", ".n5"):
             return open_chunked(str(p), dataset, axes)
-        return ImageStack(str(p))
+        return ImageStack(str(p), pad=pad)
     suffix = p.suffix.lower()
     if suffix == ".npy":
         return open_npy(str(p), axes)

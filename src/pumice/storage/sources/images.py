@@ -106,36 +106,49 @@ def _why(e: Exception) -> str:
 
 
 class ImageStack(Source):
-    """One file per z section, in natural order."""
+    """One file per z section, in natural order. ``pad``: sections may differ in size; the stack is
+    as large as the largest and each section is centred in it (zeros around)."""
 
-    def __init__(self, pattern: str):
+    def __init__(self, pattern: str, pad: bool = False):
         files = list_stack(pattern)
         shape, dtype = _header(files[0])
+        shapes = [shape]
         for f in files[1:]:
             other_shape, other_dtype = _header(f)
-            if other_shape != shape or other_dtype != dtype:
+            differs = other_dtype != dtype or len(other_shape) != len(shape) or (other_shape != shape and not pad)
+            if differs:
+                hint = " (pumice align --pad centres them in the largest)" if other_dtype == dtype else ""
                 raise SourceError(
                     f"images differ: {files[0].name} is {_describe(shape, dtype)} but {f.name} is "
-                    f"{_describe(other_shape, other_dtype)}; every section of a stack must match"
+                    f"{_describe(other_shape, other_dtype)}; every section of a stack must match{hint}"
                 )
+            shapes.append(other_shape)
         self.files = files
+        self.section_shapes = [s[:2] for s in shapes]
+        shape = (max(s[0] for s in shapes), max(s[1] for s in shapes), *shape[2:])
         super().__init__(
             kind="image stack", path=pattern, shape=(shape[1], shape[0], len(files)),
             channels=shape[2] if len(shape) == 3 else 1, dtype=dtype, full_xy=True,
             fingerprint={"files": len(files), "first": files[0].name, "last": files[-1].name,
-                         "bytes": sum(f.stat().st_size for f in files)},
+                         "bytes": sum(f.stat().st_size for f in files), **({"padded": True} if pad else {})},
         )
 
     def read(self, bbox: Bbox) -> np.ndarray:
         # Fortran order (x fastest) is Precomputed's own: the section copy and the write are memcpy-like.
-        out = np.empty((*bbox.shape, self.channels), dtype=self.dtype, order="F")
+        out = np.zeros((*bbox.shape, self.channels), dtype=self.dtype, order="F")
         (x0, y0, z0), (x1, y1, z1) = bbox.minpt, bbox.maxpt
         for z in range(z0, z1):
             section = _decode(self.files[z])
-            if section.shape[:2] != (self.shape[1], self.shape[0]):
-                raise SourceError(f"{self.files[z]} decodes to {section.shape}, not the stack's shape; replace the file")
+            if section.shape[:2] != self.section_shapes[z]:
+                raise SourceError(f"{self.files[z]} decodes to {section.shape}, not the shape its header says; replace the file")
             section = section.reshape(section.shape[0], section.shape[1], -1)
-            out[:, :, z - z0, :] = section[y0:y1, x0:x1, :].transpose(1, 0, 2)
+            # centred in the stack's shape (the same place when every section is that large)
+            top, left = (self.shape[1] - section.shape[0]) // 2, (self.shape[0] - section.shape[1]) // 2
+            sy0, sy1 = max(y0 - top, 0), min(y1 - top, section.shape[0])
+            sx0, sx1 = max(x0 - left, 0), min(x1 - left, section.shape[1])
+            if sy1 > sy0 and sx1 > sx0:
+                out[sx0 + left - x0:sx1 + left - x0, sy0 + top - y0:sy1 + top - y0, z - z0, :] = \
+                    section[sy0:sy1, sx0:sx1, :].transpose(1, 0, 2)
         return out
 
 
