@@ -116,6 +116,12 @@ def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
                         *read_edge_table(str(root / "supervoxels" / "edges" / "merge-table.csv")))
     reply = cleave(index, request)
     assert set(reply["assignments"]) >= {"1", "2"} and not reply.get("errors")
+    # alignment: the misaligned copy put back (adjacent sections correlate as the sample's own do)
+    summary = next(line for line in demo_out.splitlines() if line.startswith("adjacent sections' normalized"))
+    before, after = (float(v.split(" ")[0]) for v in summary.split("median: ")[1].split(", ")[:2])
+    assert before < 0.5 < 0.9 < after, summary
+    aligned = CloudVolume(f"file://{root}/em-aligned")
+    assert aligned.shape[2] == SAMPLE_SHAPE_ZYX[0] and (root / "em-aligned" / "align" / "report.png").exists()
     code, out, _ = cli("info", tmp_path / "demo" / "em")
     assert code == 0 and "levels: mip 0, sections 0-63, 25% of each sampled (levels/0/<z>)" in out
     with h5py.File(tmp_path / "demo" / "sources" / "labels.h5") as f:

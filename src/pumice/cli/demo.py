@@ -42,6 +42,12 @@ def write_sources(root: Path) -> tuple[Path, Path]:
         old.unlink()
     for z, section in enumerate(image):
         Image.fromarray(section).save(sections / f"section_{z}.png")
+    misaligned = root / "sources" / "em_sections_misaligned"
+    misaligned.mkdir(parents=True, exist_ok=True)
+    for old in misaligned.glob("*.png"):
+        old.unlink()
+    for z, section in enumerate(misalign(image)):
+        Image.fromarray(section).save(misaligned / f"section_{z}.png")
     labels_file = root / "sources" / "labels.h5"
     supervoxels, pairs = cut_into_supervoxels(labels)
     with h5py.File(labels_file, "w") as f:
@@ -50,6 +56,34 @@ def write_sources(root: Path) -> tuple[Path, Path]:
     lines = "".join(f"{sv},{cell}\n" for sv, cell in pairs.tolist())
     (root / "sources" / "supervoxels-to-cells.csv").write_text("supervoxel,cell\n" + lines)
     return sections, labels_file
+
+
+def misalign(image):
+    """Each section moved by its own rigid transform (up to 10 px and 1.5 degrees, seeded), as a
+    microscope leaves them: for the align step to put back."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    height, width = image.shape[1:]
+    out = []
+    for section in image:
+        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), rng.uniform(-1.5, 1.5), 1.0)
+        matrix[:, 2] += rng.uniform(-10, 10, 2)
+        out.append(cv2.warpAffine(section, matrix, (width, height), flags=cv2.INTER_LINEAR, borderValue=0))
+    return np.array(out)
+
+
+def alignment_summary(aligned: Path) -> str:
+    """What the align report says: adjacent sections' correlation before and after, flagged pairs."""
+    import json
+
+    import numpy as np
+
+    report = json.loads((aligned / "align" / "report.json").read_text())
+    before, after = (float(np.median(report["ncc"][k])) for k in ("before", "after"))
+    return (f"adjacent sections' normalized cross-correlation, median: {before:.3f} before, {after:.3f} after; "
+            f"{len(report['flagged_pairs'])} pair(s) flagged; the report's picture: {aligned / 'align' / 'report.png'}")
 
 
 def cut_into_supervoxels(labels):
@@ -138,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
                                                                   "--restart", *workers]),
         ("proofreading: the supervoxels' edges, scored by the image (dark membranes: --invert)",
          ["edges", str(supervoxels), "--boundary", str(em), "--invert", "--restart", *workers]),
+        ("align a deliberately misaligned copy of the sections (each moved and turned a little)",
+         ["align", str(root / "sources" / "em_sections_misaligned"), str(root / "em-aligned"), "--resolution", RESOLUTION,
+          "--chunk-size", "64,64,64", "--restart", *workers]),
         ("the image layer", ["info", str(em)]),
         ("the segmentation layer", ["info", str(seg)]),
     ]
@@ -150,8 +187,10 @@ def run(args: argparse.Namespace) -> int:
             print(split_cells(pieces_csv))
         if argv[0] == "edges":
             print(cleave_example(supervoxels, sv_mapping))
+        if argv[0] == "align":
+            print(alignment_summary(root / "em-aligned"))
     _step(f"demo finished in {time.perf_counter() - started:.1f} s")
-    print(f"Look at it:  pumice view {em} {normalized} {clahe} {seg} {pieces} {supervoxels}   (select a cell to see its mesh and skeleton "
+    print(f"Look at it:  pumice view {em} {normalized} {clahe} {root / 'em-aligned'} {seg} {pieces} {supervoxels}   (select a cell to see its mesh and skeleton "
           f"in the 3D panel; its Seg. tab lists the cells, sorted by size with the query >voxels; the grey levels before "
           f"normalizing are drawn in {root / 'em-levels.png'})")
     return 0
