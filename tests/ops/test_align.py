@@ -300,3 +300,25 @@ def test_sections_of_different_sizes_need_pad(cli, tmp_path):
     assert np.median(error) <= 0.5, error
     volume, _ = read_tensorstore(tmp_path / "out")
     assert volume.shape[2] == 6 and volume[..., 0].any()
+
+
+def test_report_only_recomputes_the_report_from_transforms(cli, tmp_path, stack):
+    """--report-only: the same numbers as the run's own report from its transforms; from transforms
+    that undo nothing (identities), correlation after equals before."""
+    path, _, _ = stack
+    code, _, err = cli("align", path, tmp_path / "out", "--resolution", "8,8,40", "--solve-only", "--no-progress")
+    assert code == 0, err
+    first = json.loads((tmp_path / "out" / "align" / "report.json").read_text())
+    code, _, err = cli("align", path, tmp_path / "out", "--report-only", "--no-progress")
+    assert code == 0, err
+    again = json.loads((tmp_path / "out" / "align" / "report.json").read_text())
+    assert again["ncc"] == first["ncc"] and again["pairs"] == first["pairs"] and again["drift"] == first["drift"]
+    record = json.loads((tmp_path / "out" / "align" / "transforms.json").read_text())
+    record["transforms"] = [[[1, 0, 0], [0, 1, 0]] for _ in record["transforms"]]
+    (tmp_path / "identity.json").write_text(json.dumps(record))
+    code, _, err = cli("align", path, tmp_path / "out", "--report-only", "--transforms", tmp_path / "identity.json",
+                       "--no-progress")
+    assert code == 0, err
+    undone = json.loads((tmp_path / "out" / "align" / "report.json").read_text())
+    np.testing.assert_allclose(undone["ncc"]["after"], undone["ncc"]["before"], atol=1e-6)
+    assert undone["ncc"]["mean_after"] < first["ncc"]["mean_after"] - 0.1

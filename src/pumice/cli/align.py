@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default, listing them), skip (left blank) or bridge (placed from their neighbours)")
     p.add_argument("--pad", action="store_true", help="sections of different sizes (a folder of images): centre each "
                    "in the largest")
+    p.add_argument("--report-only", action="store_true", help="recompute DEST/align/report.json and report.png from the "
+                   "sections and the transforms (DEST's, or --transforms FILE) without matching again")
     p.add_argument("--solve-only", action="store_true", help="match and solve (transforms and report), do not render")
     p.add_argument("--transforms", metavar="FILE", help="render with these transforms (a transforms.json) instead of "
                    "matching again")
@@ -40,6 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     transforms = args.transforms
     align.check_options(args.depth, args.model, args.bad_sections, args.match_scale)
+    if args.report_only:
+        plan, notes = align.plan_report(args.source, args.dest, transforms=transforms, match_scale=args.match_scale,
+                                        pad=args.pad, **memory_arg(args))
+        execute(plan, notes, args)
+        return 0
     resolution = vec_arg(args.resolution, "--resolution", kind=float, positive=True)
     if resolution is None and align.open_stack(args.source, args.pad).resolution is None:
         raise PumiceError(f"{args.source} does not say its resolution: give --resolution X,Y,Z (nm)")

@@ -651,14 +651,20 @@ class QualityTask(Task):
     work: str
     a: int
     scale: float
+    source: str = ""  # --report-only: the sections read from here (else the features stage's images)
+    transforms: str = ""  # --report-only: the transforms file (else the solve's)
+    pad: bool = False
 
     def run(self) -> dict[str, Any]:
         import cv2
 
         kv = open_kv(self.work)
-        solved = json.loads(kv.get("solved"))
+        solved = read_transforms(self.transforms) if self.transforms else json.loads(kv.get("solved"))
         b = self.a + 1
-        images = [unpack(kv.get(f"features/{z}"))["image"] for z in (self.a, b)]
+        if self.source:
+            images = [working_image(read_section(self.source, z, pad=self.pad), self.scale) for z in (self.a, b)]
+        else:
+            images = [unpack(kv.get(f"features/{z}"))["image"] for z in (self.a, b)]
         before = ncc(*images)
         ta, tb = solved["transforms"][self.a], solved["transforms"][b]
         after = None
@@ -852,6 +858,57 @@ def plan(src: str, dest: str, *, depth: int = 2, model: str = "rigid", match_sca
                 f"rejected, {int(solved.get('bad_sections', 0))} bad section(s)")
 
     result.finish, result.outcome = finish, outcome
+    return result, []
+
+
+@planner
+def plan_report(src: str, dest: str, *, transforms: str | None = None, match_scale: float | None = None,
+                pad: bool = False, memory: int = DEFAULT_MEMORY) -> tuple[Plan, list[str]]:
+    """``--report-only``: the report recomputed from the sections and a transforms file (default
+    ``DEST/align/transforms.json``): adjacent sections' correlation before and after, the drift; the
+    pairs' results are kept from the report already there (they need the matching, which is not
+    redone)."""
+    check_options(1, "rigid", "fail", match_scale)
+    stack = open_stack(src, pad)
+    width, height, n = (int(v) for v in stack.shape)
+    dest_url = urls.normalize(dest)
+    transforms = transforms or urls.join(dest_url, "align/transforms.json")
+    record = read_transforms(transforms)
+    if record.get("sections", n) != n or list(record["section_shape"]) != [width, height]:
+        raise PumiceError(f"the transforms are for {record.get('sections')} sections of "
+                          f"{format_vec(record['section_shape'])}, the stack has {n} of {width} x {height}")
+    scale = float(match_scale) if match_scale is not None else min(1.0, WORKING_SIDE / max(width, height))
+    staged = inputs.SideInput.of(transforms, dest_url, "transforms file")
+    source = task_path(src)
+    result = Plan("align-report", dest_url, {"source": str(src), "fingerprint": stack.fingerprint, "scale": scale,
+                                             "transforms": staged.digest}, provenance=None)
+    result.inputs = {"transforms": staged.url}
+
+    def work() -> str:
+        return urls.join(dest_url, f".pumice/jobs/{result.job_id}/work")
+
+    result.stages = [Stage.each("quality", range(n - 1),
+                                lambda z: QualityTask(work(), z, scale, source, staged.url, pad))]
+    result.description = {"sections": f"{n} of {width} x {height}", "transforms": urls.display(str(transforms)),
+                          "output": f"{urls.display(dest_url)}/align/report.json, report.png"}
+
+    def prepare() -> None:
+        staged.put()
+
+    def finish() -> list[str]:
+        kv = open_kv(work())
+        quality = [json.loads(blob) for blob in kv.get_many([f"quality/{z}" for z in range(n - 1)])]
+        out = open_kv(dest_url)
+        previous = out.get("align/report.json")
+        pairs = json.loads(previous).get("pairs", {}) if previous else {}
+        report = write_report(out, read_transforms(staged.url), pairs, quality)
+        kv.delete_prefix("")
+        mean = report["ncc"]
+        return [f"report: {urls.display(urls.join(dest_url, 'align/report.json'))}; adjacent sections' mean correlation "
+                f"{mean['mean_before']:.3f} before, " + (f"{mean['mean_after']:.3f} after" if mean["mean_after"] is not None
+                                                          else "none after (no two aligned neighbours)")]
+
+    result.prepare, result.finish = prepare, finish
     return result, []
 
 
