@@ -178,9 +178,9 @@ def test_bad_stacks(cli, tmp_path):
 
 # -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
 
-def _solve_case(cli, root):
+def _solve_case(cli, root, n: int = 24):
     root.mkdir(parents=True, exist_ok=True)
-    sections, _ = known_stack(n=24, seed=5)
+    sections, _ = known_stack(n=n, seed=5)
     np.save(root / "stack.npy", sections)
     return ["align", str(root / "stack.npy"), str(root / "out"), "--solve-only", "--resolution", "8,8,40"], root / "out"
 
@@ -196,7 +196,16 @@ def _render_case(cli, root):
 
 
 RUNNER_CASES = {"align-render": _render_case}
-RESUME_CASES = {"align": Resume(_solve_case, "match")}
+
+
+def _small_tasks(command: list, out):
+    return [*command, "--memory", "64KB"], out  # one tile per chunk: enough render tasks for a kill midway
+RESUME_CASES = {
+    "align": Resume(_solve_case, "match"),
+    # killed after the solve (44 sections: enough quality tasks for a kill to land midway), and in the render
+    "align-quality": Resume(lambda cli, root: _solve_case(cli, root, 44), "quality", slow=True),
+    "align-render": Resume(lambda cli, root: _small_tasks(*_render_case(cli, root)), "render", slow=True),
+}
 
 
 def test_affine_solve_keeps_the_scale_a_chain_of_pairs_gives():
