@@ -94,10 +94,11 @@ def working_image(section: np.ndarray, scale: float) -> np.ndarray:
     the section is 0, as padding and no data are): what SIFT, ECC and the reports see."""
     import cv2
 
-    image = section.astype(np.float32)
-    if scale != 1:
+    if scale != 1:  # shrunk in the section's own type: a float copy of a 4096^2 section was 64 MiB
         size = (max(1, round(section.shape[1] * scale)), max(1, round(section.shape[0] * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        image = cv2.resize(section, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    else:
+        image = section.astype(np.float32)
     empty = image == 0  # no data (padding, or outside a section): kept 0, and only it
     seen = image[~empty]
     lo, hi = np.percentile(seen, [1, 99]) if seen.size else (0, 1)
@@ -105,6 +106,21 @@ def working_image(section: np.ndarray, scale: float) -> np.ndarray:
     out = np.clip(stretched, 1, 255).astype(np.uint8)
     out[empty] = 0
     return out
+
+
+def section_stats(section: np.ndarray) -> np.ndarray:
+    """Mean, standard deviation and the commonest value's share of a section; from a histogram for
+    integer sections (no float copy of the section: memory stays a section's own size)."""
+    if section.dtype.kind == "u":
+        counts = np.bincount(section.ravel()).astype(np.float64)
+        values = np.arange(len(counts), dtype=np.float64)
+        total = counts.sum()
+        mean = float((counts * values).sum() / total)
+        std = float(np.sqrt(max((counts * (values - mean) ** 2).sum() / total, 0.0)))
+        return np.array([mean, std, float(counts.max() / total)])
+    _, counts = np.unique(section, return_counts=True)
+    return np.array([float(section.mean(dtype=np.float64)), float(section.std(dtype=np.float64)),
+                     float(counts.max() / section.size)])
 
 
 def to_full(points: np.ndarray, scale: float) -> np.ndarray:
@@ -126,9 +142,7 @@ class FeaturesTask(Task):
 
         section = read_section(self.source, self.z, pad=self.pad)
         image = working_image(section, self.scale)
-        raw = section.astype(np.float64)
-        values, counts = np.unique(section, return_counts=True)
-        stats = np.array([raw.mean(), raw.std(), float(counts.max() / section.size)])  # the commonest value's share
+        stats = section_stats(section)
         sift = cv2.SIFT_create(nfeatures=SIFT_FEATURES)
         keypoints, descriptors = sift.detectAndCompute(image, None)
         points = np.array([k.pt for k in keypoints], np.float64).reshape(-1, 2)
