@@ -60,6 +60,7 @@ BAD_SECTIONS = ("fail", "skip", "bridge")
 MIN_INLIERS = 20
 ECC_LEVELS = 2  # ECC coarse to fine: at most this many halvings
 ECC_COARSEST = 96  # px: the shorter side of ECC's coarsest level at least this
+NO_DATA_AREA = 400  # px: a zero patch this large inside a section is no data (see no_data)
 PHASE_COARSEST = 32  # px: phase correlation is tried on sections shrunk 4x if their shorter side stays this long
 WEAK_INLIERS = 6  # fewer RANSAC inliers than MIN_INLIERS, but this many: a start for ECC, kept if it correlates
 # ECC's correlation coefficient a pair must reach, by its start: from too few features, 0.8 (FIB-SEM
@@ -99,13 +100,29 @@ def working_image(section: np.ndarray, scale: float) -> np.ndarray:
         image = cv2.resize(section, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     else:
         image = section.astype(np.float32)
-    empty = image == 0  # no data (padding, or outside a section): kept 0, and only it
+    empty = no_data(image)  # kept 0, and only it
     seen = image[~empty]
     lo, hi = np.percentile(seen, [1, 99]) if seen.size else (0, 1)
     stretched = 1 + (image - lo) * (254.0 / max(hi - lo, 1e-6))
     out = np.clip(stretched, 1, 255).astype(np.uint8)
     out[empty] = 0
     return out
+
+
+def no_data(image: np.ndarray) -> np.ndarray:
+    """Zeros that are padding or outside a section: zero patches that touch the image's edge or cover
+    at least NO_DATA_AREA pixels, not the odd dark pixel of real tissue."""
+    import cv2
+
+    zeros = (image == 0).astype(np.uint8)
+    if not zeros.any():
+        return zeros.astype(bool)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(zeros, connectivity=8)
+    x, y, w, h, area = (stats[:, k] for k in range(5))
+    height, width = image.shape[:2]
+    keep = (x == 0) | (y == 0) | (x + w == width) | (y + h == height) | (area >= NO_DATA_AREA)
+    keep[0] = False  # label 0: the non-zero pixels
+    return keep[labels]
 
 
 def section_stats(section: np.ndarray) -> np.ndarray:
