@@ -331,3 +331,20 @@ def test_report_only_recomputes_the_report_from_transforms(cli, tmp_path, stack)
     undone = json.loads((tmp_path / "out" / "align" / "report.json").read_text())
     np.testing.assert_allclose(undone["ncc"]["after"], undone["ncc"]["before"], atol=1e-6)
     assert undone["ncc"]["mean_after"] < first["ncc"]["mean_after"] - 0.1
+
+
+def test_an_unreadable_section_gives_one_line(cli, tmp_path):
+    """A folder of sections with one file that is not an image, and one whose data is cut short (its
+    header reads, its pixels do not): each one line naming the file, exit 2."""
+    from PIL import Image
+
+    sections, _ = known_stack(n=4, seed=6)
+    for name, broken in (("garbage", lambda path: path.write_bytes(b"not a png at all")),
+                         ("truncated", lambda path: path.write_bytes(path.read_bytes()[:200]))):
+        folder = tmp_path / name
+        folder.mkdir()
+        for z, section in enumerate(sections):
+            Image.fromarray(section).save(folder / f"s{z}.png")
+        broken(folder / "s2.png")
+        code, _, err = cli("align", folder, tmp_path / f"out-{name}", "--resolution", "8,8,40", "--no-progress")
+        assert code == 2 and "s2.png" in err and len(err.strip().splitlines()) == 1, err
