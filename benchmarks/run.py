@@ -1199,7 +1199,8 @@ def bench_align(work: Path) -> dict:
                             for z in range(len(data) - 1)]
             runs[label] = {"seconds": seconds, "sections_per_second": len(data) / seconds, "peak_rss_mib": rss / 2**20,
                            "model": record["model"], "flagged_pairs": len(report["flagged_pairs"]),
-                           "bad_sections": report["bad_sections"]}
+                           "bad_sections": report["bad_sections"], "ncc_before": report["ncc"]["mean_before"],
+                           "ncc_after": report["ncc"]["mean_after"]}
         shape = warped.shape[1:]
         moved = max(float(np.abs(np.c_[[[0, 0], [shape[1], 0], [0, shape[0]], [shape[1], shape[0]]], np.ones(4)] @
                                  (_h3(t) - np.eye(3)).T).max()) for t in found["plain"])
@@ -1211,6 +1212,8 @@ def bench_align(work: Path) -> dict:
             "chained": _consistency(_chained(pairs["warped"]), _chained(pairs["plain"]), warps, shape),
             "clio_chained": _consistency(_chained(clio_w), _chained(clio_p), warps, shape),
             "clio_seconds": clio_seconds, "clio_failed_pairs": sum(m is None for m in clio_w),
+            # the issue's quality measure: the aligned warped stack's adjacent correlation against the unperturbed one's
+            "ncc_ratio": runs["warped"]["ncc_after"] / runs["plain"]["ncc_before"],
             "plain_moved_px": moved,
         }
     rows["isbi"] = _isbi_pairs() if ISBI.exists() else {"skipped": f"{ISBI} not found"}
@@ -1330,6 +1333,9 @@ def show_align(r: dict) -> None:
             print(f"    {label}: {run['seconds']:.1f} s ({run['sections_per_second']:.1f} sections/s), peak RSS "
                   f"{run['peak_rss_mib']:.0f} MiB, model {run['model']}, {run['flagged_pairs']} flagged pair(s), "
                   f"bad sections {run['bad_sections'] or 'none'}")
+        print(f"    adjacent sections' mean correlation: warped stack after alignment {row['runs']['warped']['ncc_after']:.4f}, "
+              f"unperturbed stack {row['runs']['plain']['ncc_before']:.4f} (ratio {row['ncc_ratio']:.4f}; before "
+              f"alignment {row['runs']['warped']['ncc_before']:.4f})")
         print(f"    the FIB-SEM workflow's pairs: {row['clio_seconds']:.1f} s (1 process), {row['clio_failed_pairs']} failed "
               f"pair(s) on the warped stack; pumice on the unwarped stack moves its sections up to "
               f"{row['plain_moved_px']:.1f} px")
