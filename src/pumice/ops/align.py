@@ -60,6 +60,7 @@ BAD_SECTIONS = ("fail", "skip", "bridge")
 MIN_INLIERS = 20
 ECC_LEVELS = 2  # ECC coarse to fine: at most this many halvings
 ECC_COARSEST = 96  # px: the shorter side of ECC's coarsest level at least this
+ECC_WANDER = 0.1  # ECC may change the start's linear part by this much (2 degrees, 2% scale and shear from an identity start: 0.07)
 NO_DATA_AREA = 400  # px: a zero patch this large inside a section is no data (see no_data)
 PHASE_COARSEST = 32  # px: phase correlation is tried on sections shrunk 4x if their shorter side stays this long
 WEAK_INLIERS = 6  # fewer RANSAC inliers than MIN_INLIERS, but this many: a start for ECC, kept if it correlates
@@ -222,9 +223,9 @@ def match_pair(a: dict[str, np.ndarray], b: dict[str, np.ndarray], scale: float)
     starts += [("weak features", weak)] if weak is not None else []
     starts.append(("correlation", np.array([[1.0, 0, phase[0]], [0, 1.0, phase[1]]])))
     if min(a["image"].shape[:2]) >= 4 * PHASE_COARSEST:  # and on the images shrunk 4x: sections that differ much (ssTEM)
-        coarse = phase_shift(a["image"], b["image"], 4)[:2] / scale
-        if np.abs(coarse - phase).max() * scale > 2:
-            starts.append(("correlation", np.array([[1.0, 0, coarse[0]], [0, 1.0, coarse[1]]])))
+        for coarse in (phase_shift(a["image"], b["image"], 4)[:2] / scale, template_shift(a["image"], b["image"], 4) / scale):
+            if all(np.abs(coarse - np.asarray(m)[:, 2]).max() * scale > 2 for _, m in starts):
+                starts.append(("correlation", np.array([[1.0, 0, coarse[0]], [0, 1.0, coarse[1]]])))
     best = None
     for method, start in starts:
         refined = refine_ecc(a["image"], b["image"], start, scale)
@@ -298,7 +299,7 @@ def refine_ecc(a: np.ndarray, b: np.ndarray, model: np.ndarray, scale: float) ->
             continue  # a coarse level that does not converge: the finer ones start where this one started
         a_to_b = np.linalg.inv(to_level) @ np.vstack([warp.astype(np.float64), [0, 0, 1]]) @ to_level
     refined = np.linalg.inv(to_work) @ np.linalg.inv(a_to_b) @ to_work
-    if np.abs(refined[:2, :2] - model[:, :2]).max() > 0.05 or np.abs(refined[:2, 2] - model[:, 2]).max() > 20 / scale:
+    if np.abs(refined[:2, :2] - model[:, :2]).max() > ECC_WANDER or np.abs(refined[:2, 2] - model[:, 2]).max() > 20 / scale:
         return None  # ECC wandered off: keep the start
     return refined[:2], float(correlation)
 
@@ -337,6 +338,21 @@ def phase_shift(a: np.ndarray, b: np.ndarray, factor: int = 1) -> np.ndarray:
     window = cv2.createHanningWindow((a.shape[1], a.shape[0]), cv2.CV_32F)
     (dx, dy), response = cv2.phaseCorrelate(b, a, window)
     return np.array([dx * factor, dy * factor, response])
+
+
+def template_shift(a: np.ndarray, b: np.ndarray, factor: int) -> np.ndarray:
+    """(dx, dy) that moves b's content onto a's (working px): b's central half found in a by normalized
+    cross-correlation, on both shrunk by ``factor`` (where phase correlation's peak drowns: sections
+    that share only their larger shapes)."""
+    import cv2
+
+    a, b = _shrunk(a, factor).astype(np.float32), _shrunk(b, factor).astype(np.float32)
+    height, width = b.shape[:2]
+    y0, x0 = height // 4, width // 4
+    template = b[y0:y0 + height // 2, x0:x0 + width // 2]
+    scores = cv2.matchTemplate(a, template, cv2.TM_CCOEFF_NORMED)
+    _, _, _, (x, y) = cv2.minMaxLoc(scores)
+    return np.array([(x - x0) * factor, (y - y0) * factor], np.float64)
 
 
 @register("align.match")
