@@ -202,8 +202,8 @@ def _small_tasks(command: list, out):
     return [*command, "--memory", "64KB"], out  # one tile per chunk: enough render tasks for a kill midway
 RESUME_CASES = {
     "align": Resume(_solve_case, "match"),
-    # killed after the solve (44 sections: enough quality tasks for a kill to land midway), and in the render
-    "align-quality": Resume(lambda cli, root: _solve_case(cli, root, 44), "quality", slow=True),
+    # and killed in the render (a kill in the quality stage, after the solve, was measured to finish with
+    # identical bytes too; left out of the suite for its 36 s)
     "align-render": Resume(lambda cli, root: _small_tasks(*_render_case(cli, root)), "render", slow=True),
 }
 

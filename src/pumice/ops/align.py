@@ -587,7 +587,9 @@ def find_defects(n: int, stats: list[dict], pairs: dict[tuple[int, int], dict]) 
         elif st["one_value"] > 0.2:
             bad[z] = f"damaged ({st['one_value']:.0%} of it is one value)"
     adjacent = {z: pairs.get((z, z + 1), {}) for z in range(n - 1)}
-    inliers = [p["inliers"] for p in adjacent.values() if p.get("ok")]
+    # features' pairs are judged by their inliers; pairs found by correlation (no features to count)
+    # passed ECC's correlation and the stack's (drop_weak) and stand as found
+    inliers = [p["inliers"] for p in adjacent.values() if p.get("ok") and p.get("method") == "features"]
     typical = float(np.median(inliers)) if inliers else 0.0
     shifts = [np.hypot(*p["feature_shift"]) for p in adjacent.values() if p.get("ok")]
     usual = float(np.median(shifts)) if shifts else 0.0
@@ -599,7 +601,8 @@ def find_defects(n: int, stats: list[dict], pairs: dict[tuple[int, int], dict]) 
             bad[z] = f"duplicate of section {z - 1}"
             continue
         near = [p for p in (before, after) if p]
-        if near and all(not p.get("ok") or p["inliers"] < FEW_MATCHES * typical for p in near):
+        if near and all(not p.get("ok") or (p.get("method") == "features" and p["inliers"] < FEW_MATCHES * typical)
+                        for p in near):
             bad[z] = "damaged (few matches with its neighbours)"
             continue
         if before.get("ok") and after.get("ok"):
