@@ -427,7 +427,7 @@ def solve_transforms(n: int, pairs: dict[tuple[int, int], dict], model: str, fix
 def _equations(n: int, pairs: dict, kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Sparse rows (row, column, value) and right-hand sides of T_a(p_a) - T_b(p_b) = 0, two rows
     (x, y) per correspondence of every pair."""
-    per = {"translation": 2, "similarity": 4, "affine": 6}[kind]
+    per = {"translation": 2, "similarity": 4}[kind]
     rows, cols, vals, rhs = [], [], [], []
     r = 0
     for (a, b), pair in sorted(pairs.items()):
@@ -439,12 +439,9 @@ def _equations(n: int, pairs: dict, kind: str) -> tuple[np.ndarray, np.ndarray, 
             base = z * per
             if kind == "translation":
                 terms = [(ex, base, sign * one), (ey, base + 1, sign * one)]
-            elif kind == "similarity":  # [s -r; r s] p + t
+            else:  # similarity: [s -r; r s] p + t
                 terms = [(ex, base, sign * x), (ex, base + 1, -sign * y), (ex, base + 2, sign * one),
                          (ey, base, sign * y), (ey, base + 1, sign * x), (ey, base + 3, sign * one)]
-            else:
-                terms = [(ex, base, sign * x), (ex, base + 1, sign * y), (ex, base + 2, sign * one),
-                         (ey, base + 3, sign * x), (ey, base + 4, sign * y), (ey, base + 5, sign * one)]
             for row, col, value in terms:
                 rows.append(row)
                 cols.append(np.full(m, col))
@@ -462,11 +459,11 @@ def _solve(n: int, pairs: dict, kind: str, fixed: int) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.linalg import spsolve
 
-    per = {"translation": 2, "similarity": 4, "affine": 6}[kind]
+    per = {"translation": 2, "similarity": 4}[kind]
     rows, cols, vals, rhs, r = _equations(n, pairs, kind)
     rows, cols, vals, rhs = rows.tolist(), cols.tolist(), vals.tolist(), rhs.tolist()
     # The gauge: section ``fixed`` is the identity, as strong equations.
-    identity = {"translation": [0, 0], "similarity": [1, 0, 0, 0], "affine": [1, 0, 0, 0, 1, 0]}[kind]
+    identity = {"translation": [0, 0], "similarity": [1, 0, 0, 0]}[kind]
     weight = 1e6
     for k, value in enumerate(identity):
         rows.append(r)
@@ -492,11 +489,9 @@ def _solve(n: int, pairs: dict, kind: str, fixed: int) -> np.ndarray:
     if kind == "translation":
         out[:, 0, 0] = out[:, 1, 1] = 1
         out[:, :, 2] = x
-    elif kind == "similarity":
+    else:  # similarity
         out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = x[:, 0], -x[:, 1], x[:, 2]
         out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = x[:, 1], x[:, 0], x[:, 3]
-    else:
-        out[:, 0, :], out[:, 1, :] = x[:, :3], x[:, 3:]
     return out
 
 
@@ -720,7 +715,7 @@ class QualityTask(Task):
         after = None
         if ta is not None and tb is not None:
             # b's working image placed into a's working frame: a^-1 . b, in working pixels
-            to_work = np.array([[self.scale, 0, 0.5 * self.scale - 0.5], [0, self.scale, 0.5 * self.scale - 0.5], [0, 0, 1]])
+            to_work = _centres(self.scale)
             full = np.linalg.inv(_h(ta)) @ _h(tb)
             warp = (to_work @ full @ np.linalg.inv(to_work))[:2]
             moved = cv2.warpAffine(images[1].astype(np.float32), warp, (images[0].shape[1], images[0].shape[0]),
