@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -159,3 +160,45 @@ def pyramid_reference():
     from reference import global_grid_levels
 
     return global_grid_levels
+
+
+class Workers:
+    """`pumice worker URL --exit-when-empty` child processes."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, url: str, *options: str, cwd: str | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "pumice.cli.main", "worker", url, "--exit-when-empty", *options],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                env=dict(os.environ), cwd=cwd, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        self.procs.append(proc)
+        return proc
+
+    def run(self, url: str, count: int = 2, *options: str, expect: int = 0, timeout: float = 300,
+            cwd: str | None = None) -> list[tuple[str, str]]:
+        """Start ``count`` workers, wait for all; each must exit with ``expect``."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        procs = [self.start(url, *options, cwd=cwd) for _ in range(count)]
+        # Every worker's pipes are read at once: one waited on while another fills its pipe would
+        # block that one mid-task, and the first would wait for its task for ever.
+        with ThreadPoolExecutor(len(procs)) as pool:
+            results = list(pool.map(lambda proc: proc.communicate(timeout=timeout), procs))
+        for proc, (out, err) in zip(procs, results):
+            assert proc.returncode == expect, f"worker exited {proc.returncode}:\n{out}\n{err}"
+        return results
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def workers():
+    w = Workers()
+    yield w
+    w.stop_all()
+

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 
@@ -36,43 +32,6 @@ def sqs_env(s3_env, monkeypatch):
 @pytest.fixture
 def sqs_url(sqs_env):
     return f"sqs://pumice-{uuid.uuid4().hex[:12]}"
-
-
-class Workers:
-    """`pumice worker URL --exit-when-empty` child processes."""
-
-    def __init__(self):
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, url: str, *options: str) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "pumice.cli.main", "worker", url, "--exit-when-empty", *options],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                                env=dict(os.environ), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        self.procs.append(proc)
-        return proc
-
-    def run(self, url: str, count: int = 2, *options: str, expect: int = 0, timeout: float = 300) -> list[tuple[str, str]]:
-        """Start ``count`` workers, wait for all; each must exit with ``expect``."""
-        procs = [self.start(url, *options) for _ in range(count)]
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            assert proc.returncode == expect, f"worker exited {proc.returncode}:\n{out}\n{err}"
-            results.append((out, err))
-        return results
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-@pytest.fixture
-def workers():
-    w = Workers()
-    yield w
-    w.stop_all()
 
 
 @pytest.fixture

@@ -52,7 +52,11 @@ def throwaway():
     """The module, written into pumice/ops for the test's duration only."""
     name = f"zz_throwaway_{uuid.uuid4().hex[:8]}"
     path = Path(pumice.ops.__file__).parent / f"{name}.py"
-    path.write_text(MODULE.replace("NAME", name))
+    # Written whole under another name and renamed: worker processes of other tests import every
+    # module in pumice/ops and must never see a half-written one.
+    partial = path.with_suffix(".partial")
+    partial.write_text(MODULE.replace("NAME", name))
+    partial.replace(path)
     try:
         importlib.invalidate_caches()
         yield importlib.import_module(f"pumice.ops.{name}")

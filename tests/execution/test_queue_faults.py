@@ -174,3 +174,28 @@ def test_storage_that_refuses_for_a_few_seconds_is_retried(wait_for, cli, tmp_pa
         assert len(keys) == 40
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("kind", ["fq", "sqs"])
+def test_messages_lost_from_the_queue_are_enqueued_again(kind, cli, tmp_path, request, workers):
+    """A message gone without its tasks being done (a purge, an enqueue killed midway, a store that
+    dropped it): the stage would never finish. Workers enqueue the missing tasks again, at once on
+    fq, after --lost-after seconds of an empty-looking queue on SQS (whose counts lag)."""
+    from pumice.execution.transport import open_queue
+
+    url = _queue_url(kind, tmp_path, request)
+    code, _, err = cli("probe", tmp_path / "out", "--tasks", "6", "--stages", "2", "--queue", url)
+    assert code == 0, err
+    queue = open_queue(url)
+    for _ in range(2):  # two of the first stage's six messages are lost
+        message = queue.lease(60)
+        assert message is not None
+        queue.delete(message)
+
+    results = workers.run(url, 2, "--lost-after", "2")
+    assert any("2 task(s) were missing from the queue; enqueued them again" in err for _, err in results), results
+    assert any("finished: every stage is done" in err for _, err in results)
+    info = queued.status(url)
+    assert info["state"] == "finished" and [stage["done"] for stage in info["stages"]] == [6, 6]
+    for stage in ("first", "second"):
+        assert sorted(os.listdir(tmp_path / "out" / "probe" / stage)) == [str(i) for i in range(6)]

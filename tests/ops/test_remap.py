@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import fastremap
@@ -165,7 +161,7 @@ def test_refuses_an_image_and_a_bad_unmapped_choice(tmp_path, cli):
     assert code == 2 and "--unmapped" in err
 
 
-def test_the_mapping_travels_with_the_job(tmp_path, cli):
+def test_the_mapping_travels_with_the_job(tmp_path, cli, workers):
     """The mapping exists only where the job is planned; queue workers started elsewhere finish it. The
     job id follows the mapping's content: one changed line makes another job."""
     labels = supervoxels()
@@ -192,16 +188,7 @@ def test_the_mapping_travels_with_the_job(tmp_path, cli):
     shutil.rmtree(laptop)  # the user's files are gone: workers must not need them
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-m", "pumice.cli.main", "worker", queue, "--exit-when-empty"], cwd=elsewhere,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) for _ in range(2)]
-    try:
-        results = [p.communicate(timeout=300) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-    assert all(p.returncode == 0 for p in procs), results
+    results = workers.run(queue, 2, cwd=str(elsewhere))
     assert any("finished: every stage is done" in err for _, err in results)
     np.testing.assert_array_equal(read_tensorstore(tmp_path / "out")[0][..., 0], expected(labels, svs, bodies))
 

@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"a task not finished (nor renewed) in S seconds goes to another worker (default {queued.DEFAULT_LEASE_SECONDS:g})")
     p.add_argument("--max-attempts", type=positive_int, default=queued.DEFAULT_MAX_ATTEMPTS, metavar="N",
                    help=f"after N attempts a task becomes a dead letter (default {queued.DEFAULT_MAX_ATTEMPTS})")
+    p.add_argument("--lost-after", type=float, default=queued.DEFAULT_LOST_AFTER_SECONDS, metavar="S",
+                   help="on SQS, whose counts lag: tasks of the stage missing while the queue has looked empty for S "
+                        f"seconds are enqueued again (default {queued.DEFAULT_LOST_AFTER_SECONDS:g})")
     p.set_defaults(func=run)
 
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
 
     report = queued.work(args.url, exit_when_empty=args.exit_when_empty, lease_seconds=args.lease_seconds,
-                         max_attempts=args.max_attempts, say=note, progress=progress)
+                         max_attempts=args.max_attempts, lost_after=args.lost_after, say=note, progress=progress)
     seconds = time.perf_counter() - started
     print(f"worker finished in {seconds:.1f} s: {report.ran} task(s) run from {report.messages} message(s), "
           f"{report.retried} retried, {report.dead} dead-lettered by this worker; job {report.job or '-'}: {report.status or 'none'}")

@@ -33,6 +33,9 @@ MAX_TASKS_PER_MESSAGE = 100  # tiny tasks share a message, so the queue is not t
 RETRY_DELAY = 2.0  # seconds before a message whose tasks raised is leased again (times its attempts)
 DEFAULT_LEASE_SECONDS = 600.0
 DEFAULT_MAX_ATTEMPTS = MAX_ATTEMPTS
+# SQS's counts lag (AWS: up to a minute), so a stage short of tasks while its queue looks empty is
+# only taken as lost messages (an enqueue killed midway, a purge) once that has lasted this long.
+DEFAULT_LOST_AFTER_SECONDS = 60.0
 TERMINAL = ("complete", "failed", "purged")
 
 Queue = FileQueue | SqsQueue
@@ -155,14 +158,37 @@ def _plan(state: dict[str, Any], job_id: str) -> Plan:
     return _PLANS[job_id]
 
 
-def advance(queue: Queue, say: Callable[[str], None] = lambda text: None) -> str | None:
+# (job, stage) -> (when this process first saw the stage short of tasks with its queue empty, how many
+# were done then); progress in between starts the wait again.
+_SHORT_SINCE: dict[tuple[str, str], tuple[float, int]] = {}
+
+
+def _lost(queue: Queue, job: str, stage: str, finished: int, lost_after: float) -> bool:
+    """Whether the stage's missing tasks are lost rather than in flight."""
+    if queue.exact:  # nothing in flight: the counts are exact
+        return True
+    since, before = _SHORT_SINCE.get((job, stage), (_now(), finished))
+    if before != finished:
+        since = _now()
+    _SHORT_SINCE[(job, stage)] = (since, finished)
+    if _now() - since < lost_after:
+        return False
+    del _SHORT_SINCE[(job, stage)]
+    return True
+
+
+def advance(queue: Queue, say: Callable[[str], None] = lambda text: None,
+            lost_after: float = DEFAULT_LOST_AFTER_SECONDS) -> str | None:
     """Hand the queue's job over to its next stage if the current one is finished; its status after."""
     with queue.lock():
         pointer = queue.pointer()
         if pointer is None:
             return None
-        if pointer.get("status") != "running" or not queue.empty():
+        if pointer.get("status") != "running":
             return pointer.get("status")
+        if not queue.empty():
+            _SHORT_SINCE.clear()  # messages in flight or waiting: no wait for lost ones has begun
+            return "running"
         ledger = Ledger(pointer["destination"], pointer["job"])
         state = ledger.state()
         if state is None or state.get("status") != "running":
@@ -173,7 +199,7 @@ def advance(queue: Queue, say: Callable[[str], None] = lambda text: None) -> str
         done = ledger.done(stage.name)
         failed = set(ledger.failed(stage.name)) - done  # a dead letter retried and done since is not a failure
         if len(done | failed) < stage.count:
-            if queue.exact:  # nothing in flight: these were lost (an enqueue killed midway, a purge)
+            if _lost(queue, pointer["job"], stage.name, len(done | failed), lost_after):
                 count = _insert(queue, _messages(plan, index, done | failed, state.get("batch", 1)))
                 say(f"stage {stage.name}: {count} task(s) were missing from the queue; enqueued them again")
             return "running"
@@ -232,7 +258,7 @@ class _Heartbeat:
 
 
 def work(url: str, *, exit_when_empty: bool = False, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-         max_attempts: int = DEFAULT_MAX_ATTEMPTS, say: Callable[[str], None] = print,
+         max_attempts: int = DEFAULT_MAX_ATTEMPTS, lost_after: float = DEFAULT_LOST_AFTER_SECONDS, say: Callable[[str], None] = print,
          progress: Callable[[WorkerReport], None] | None = None) -> WorkerReport:
     """Lease and run tasks from ``url`` until stopped (or, with ``exit_when_empty``, until its job ends)."""
     if lease_seconds < 2:
@@ -247,7 +273,7 @@ def work(url: str, *, exit_when_empty: bool = False, lease_seconds: float = DEFA
     while True:
         message = queue.lease(lease_seconds)
         if message is None:
-            status = advance(queue, say)
+            status = advance(queue, say, lost_after)
             pointer = queue.pointer()
             report.status, report.job = status, pointer and pointer["job"]
             if exit_when_empty and queue.empty() and (status is None or status in TERMINAL):
@@ -260,7 +286,7 @@ def work(url: str, *, exit_when_empty: bool = False, lease_seconds: float = DEFA
         if progress is not None:
             progress(report)
         if queue.empty():
-            advance(queue, say)
+            advance(queue, say, lost_after)
     if report.status == "failed":
         pointer = queue.pointer() or {}
         ledger = Ledger(pointer["destination"], pointer["job"])
