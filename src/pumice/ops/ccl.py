@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import LayerError, PumiceError, RunFailed
-from ..geometry import Bbox, format_bytes, format_vec, vec
+from ..geometry import Bbox, Vec, format_bytes, format_vec, vec
 from ..plan import Plan, Stage, Task, planner, register
 from ..storage import bookkeeping, urls
 from ..storage.info import write_unit
@@ -599,17 +599,7 @@ class RelabelTask(BlockTask):
         if self.threshold_gte is not None or self.threshold_lte is not None:
             values = foreground(values, self.threshold_gte, self.threshold_lte)
         labels, n = pieces(values, self.connectivity)
-        excluded = np.frombuffer(kv.get(f"heads/{block}"), np.uint32).astype(np.int64)
-        dtype = np.dtype(Layer.open(self.dest).info.data_type)
-        table = np.zeros(n + 1, dtype)  # in the output's type: indexing makes the block with no conversion
-        local = np.arange(1, n + 1)
-        table[1:] = ids_of(excluded, block_offset(kv, block), local)
-        table[excluded] = 0
-        starts = table.astype(bool)  # pieces that start their component, before the face pieces are set
-        blob = kv.get(f"ids/{block}")
-        if blob is not None:
-            faces = unpack(blob)
-            table[faces["local"].astype(np.int64)] = faces["ids"]
+        table, starts = id_table(kv, block, n, np.dtype(Layer.open(self.dest).info.data_type))
         if self.mapping:
             source_label = np.zeros(n + 1, values.dtype)
             source_label[labels.ravel(order="F")] = values.ravel(order="F")
@@ -618,7 +608,63 @@ class RelabelTask(BlockTask):
         return np.asfortranarray(table[labels]), {}
 
 
+def id_table(kv: KV, block: int, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Block ``block``'s pieces 0..n -> their components' ids (in ``dtype``: indexing with it makes the
+    output block with no conversion), and which pieces start their component."""
+    excluded = np.frombuffer(kv.get(f"heads/{block}"), np.uint32).astype(np.int64)
+    table = np.zeros(n + 1, dtype)
+    table[1:] = ids_of(excluded, block_offset(kv, block), np.arange(1, n + 1))
+    table[excluded] = 0
+    starts = table.astype(bool)  # pieces that start their component, before the face pieces are set
+    blob = kv.get(f"ids/{block}")
+    if blob is not None:
+        faces = unpack(blob)
+        table[faces["local"].astype(np.int64)] = faces["ids"]
+    return table, starts
+
+
 # -- the planner ----------------------------------------------------------------------------------
+def partition_of_grid(region: Bbox, block: Sequence[int], memory: int) -> Grid:
+    """The grid of ``block``s over ``region`` with partitions (boxes of blocks) grown in turn along
+    x, y, z while a partition's face pieces fit ``memory``."""
+    face_bytes = BYTES_PER_FACE_VOXEL * 2 * sum(int(np.prod(block)) // b for b in block)
+    per_partition = max(1, memory // max(1, face_bytes))
+    part = [1, 1, 1]
+    grid_shape = Grid(tuple(region.to_list()), tuple(block)).shape
+    grown = True
+    while grown:  # grow the partition box of blocks in turn while it fits the budget
+        grown = False
+        for a in range(3):
+            candidate = list(part)
+            candidate[a] = min(part[a] * 2, grid_shape[a])
+            if candidate[a] > part[a] and np.prod(candidate) <= per_partition:
+                part, grown = candidate, True
+    return Grid(tuple(region.to_list()), tuple(int(b) for b in block), tuple(part))
+
+
+def reduction_stages(grid: Grid, rounds: int, make: Any, dust: bool = False) -> list[Stage]:
+    """The stages that join pieces across blocks and number the components: label rounds, with
+    ``dust`` sizes, then heads, offsets, number. ``make(cls, **fields)`` builds a task of class ``cls``."""
+    partitions = range(grid.partitions)
+    stages = [Stage.each(f"round{r}", partitions, lambda p, r=r: make(RoundTask, partition=p, round=r))
+              for r in range(1, rounds + 1)]
+    if dust:
+        stages.append(Stage.each("sizes", partitions, lambda p: make(SizesTask, partition=p, rounds=rounds)))
+    return stages + [Stage.each("heads", partitions, lambda p: make(HeadsTask, partition=p, rounds=rounds)),
+                     Stage.each("offsets", [0], lambda _: make(OffsetsTask)),
+                     Stage.each("number", partitions, lambda p: make(NumberTask, partition=p, rounds=rounds))]
+
+
+def task_shape(shape: Sequence[int], base: Any, unit: Sequence[int] | None = None) -> Vec:
+    """``--shape``, checked: along each axis a multiple of the output's write unit (a chunk or a
+    shard; ``unit`` when mips are made in the same pass), or the whole volume (one block that way)."""
+    unit = write_unit(base) if unit is None else unit
+    if any(s % u and s < n for s, u, n in zip(shape, unit, base.size)):
+        raise PumiceError(f"--shape {format_vec(shape)} is not a multiple of the output's write unit {format_vec(unit)} "
+                          f"(a chunk{', or a shard' if base.sharding else ''}) nor the whole volume {format_vec(base.size)}")
+    return vec([min(s, n) for s, n in zip(shape, base.size)])
+
+
 def rounds_for(grid: Grid) -> int:
     """Rounds planned for the label exchange. A label's reach about doubles every two rounds (a chain
     of 512 partitions settles in 17), and no chain of face pieces is longer than the face voxels;
@@ -675,11 +721,7 @@ def plan(src: str, dest: str, *, connectivity: int = 26, threshold_gte: float | 
                                      output=output, memory=memory, bytes_per_voxel=BYTES_PER_VOXEL, notes=notes)
     base = info.scales[0]
     if shape is not None:
-        unit = write_unit(base) if not factors else block
-        if any(s % u for s, u in zip(shape, unit)):
-            raise PumiceError(f"--shape {format_vec(shape)} is not a multiple of the output's write unit "
-                              f"{format_vec(unit)} (a chunk{', or a shard' if base.sharding else ''})")
-        block = vec(shape)
+        block = task_shape(shape, base, block if factors else None)
     if factors:
         total = np.prod(np.asarray(factors), axis=0)
         if any(o % t for o, t in zip(base.voxel_offset, total)):
@@ -689,19 +731,7 @@ def plan(src: str, dest: str, *, connectivity: int = 26, threshold_gte: float | 
     method_used = "mode" if factors else "average"
     if factors and method not in ("auto", "mode"):
         raise PumiceError("ccl's mips are made with --method mode (they hold ids)")
-    face_bytes = BYTES_PER_FACE_VOXEL * 2 * sum(int(np.prod(block)) // b for b in block)
-    per_partition = max(1, memory // max(1, face_bytes))
-    part = [1, 1, 1]
-    grid_shape = Grid(tuple(base.bounds.to_list()), tuple(block)).shape
-    grown = True
-    while grown:  # grow the partition box of blocks in turn while it fits the budget
-        grown = False
-        for a in range(3):
-            candidate = list(part)
-            candidate[a] = min(part[a] * 2, grid_shape[a])
-            if candidate[a] > part[a] and np.prod(candidate) <= per_partition:
-                part, grown = candidate, True
-    grid = Grid(tuple(base.bounds.to_list()), tuple(int(b) for b in block), tuple(part))
+    grid = partition_of_grid(base.bounds, block, memory)
     rounds = rounds_for(grid)
     result = Plan("ccl", dest, {"src": source.url, "region": region.to_list(), "info": info.to_json(),
                                 "block": list(grid.block), "partition": list(grid.part), "rounds": rounds})
@@ -718,25 +748,17 @@ def plan(src: str, dest: str, *, connectivity: int = 26, threshold_gte: float | 
     def per_block(cls: type) -> Any:
         return lambda box: cls(grid=grid, work=work(), block=grid.index(grid.ijk_of(box)), **common)
 
-    def per_partition(cls: type, **extra: Any) -> Any:
-        return lambda p: cls(grid=grid, work=work(), partition=p, **extra, **common)
-
     def relabel(box: Bbox) -> RelabelTask:
         return RelabelTask(src=source.url, mip=mip, dest=dest, bbox=tuple(box.to_list()),
                            factors=tuple(tuple(int(v) for v in f) for f in factors), method=method_used, sparse=sparse,
                            fill_missing=fill_missing, grid=grid, work=work(), connectivity=connectivity,
                            threshold_gte=threshold_gte, threshold_lte=threshold_lte, mapping=mapping_out is not None)
 
-    partitions = range(grid.partitions)
     stages = [Stage.grid("label", base.bounds, block, per_block(LabelTask), base.voxel_offset),
               Stage.grid("seam", base.bounds, block, per_block(SeamTask), base.voxel_offset)]
-    stages += [Stage.each(f"round{r}", partitions, per_partition(RoundTask, round=r)) for r in range(1, rounds + 1)]
-    if dust:
-        stages.append(Stage.each("sizes", partitions, per_partition(SizesTask, rounds=rounds)))
-    stages += [Stage.each("heads", partitions, per_partition(HeadsTask, rounds=rounds)),
-               Stage.each("offsets", [0], lambda _: OffsetsTask(grid=grid, work=work(), **common)),
-               Stage.each("number", partitions, per_partition(NumberTask, rounds=rounds)),
-               Stage.grid("relabel", base.bounds, block, relabel, base.voxel_offset)]
+    stages += reduction_stages(grid, rounds, lambda cls, **extra: cls(grid=grid, work=work(), **extra, **common),
+                               dust=bool(dust))
+    stages.append(Stage.grid("relabel", base.bounds, block, relabel, base.voxel_offset))
     result.stages = stages
     result.description = {
         "source": f"{urls.display(source.url)} mip {mip}: {source.info.type} {source.info.data_type}"
