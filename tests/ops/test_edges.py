@@ -41,7 +41,8 @@ def reference(labels: np.ndarray, values: np.ndarray | None, kind: str, offset) 
                                   "y": where[:, 1], "z": where[:, 2], "face_axis": axis, "a_low": u < v}))
     faces = pd.concat(rows).sort_values(["z", "y", "x", "face_axis"], kind="stable")
     grouped = faces.groupby(["a", "b"], sort=True)
-    out = grouped.agg(area=("score", "size"), mean=("score", "mean"), x=("x", "first"), y=("y", "first"),
+    out = grouped.agg(area=("score", "size"), mean=("score", "mean"), high=("score", "max"), low=("score", "min"),
+                      x=("x", "first"), y=("y", "first"),
                       z=("z", "first"), face_axis=("face_axis", "first"), a_low=("a_low", "first")).reset_index()
     step = np.eye(3, dtype=np.int64)[out["face_axis"].to_numpy()]
     low = out[["x", "y", "z"]].to_numpy() + np.asarray(offset)
@@ -60,6 +61,9 @@ def check(table: pd.DataFrame, want: pd.DataFrame, kind: str) -> None:
         assert table[column].tolist() == want[column].tolist(), column
     expected = {"boundary": want["mean"], "affinities": 1 - want["mean"], "area": 1 / want["area"]}[kind]
     np.testing.assert_allclose(table["score"].to_numpy(), expected.to_numpy(), rtol=1e-9)
+    if kind != "area" and "max_score" in table:  # the highest face cost: boundary's max, 1 - the lowest affinity
+        highest = want["high"] if kind == "boundary" else 1 - want["low"]
+        np.testing.assert_allclose(table["max_score"].to_numpy(), highest.to_numpy(), rtol=1e-9)
 
 
 @pytest.mark.parametrize("kind", ["boundary", "affinities", "area"])
@@ -81,6 +85,7 @@ def test_edges_equal_numpy_face_contacts(cli, tmp_path, kind):
     want = reference(labels, values, kind, OFFSET)
     assert summary["stages"]["merge"]["totals"]["edges"] == len(want) > 50
     table = edges.read_edges(str(seg)).to_pandas()
+    assert ("max_score" in table) == (kind != "area")
     check(table, want, kind)
     csv = pd.read_csv(seg / "edges" / "merge-table.csv")
     assert list(csv.columns) == ["id_a", "id_b", "xa", "ya", "za", "xb", "yb", "zb", "score"]

@@ -8,39 +8,9 @@ import numpy as np
 import pytest
 
 from framework import Resume, ingest_array, read_cloudvolume, read_tensorstore, run_json
+from reference import objects_and_boundary, voi
 
 from pumice.ops.watershed import boundary_of, fragments
-
-
-def objects_and_boundary(seed: int = 0, shape=(48, 40, 24), count: int = 14, noise: float = 0.05):
-    """Compact objects (nearest of random centres) and a boundary map: 1 on voxels whose neighbour
-    along any axis is another object, blurred, with noise; uint8."""
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    centres = rng.random((count, 3)) * np.asarray(shape)
-    grid = np.stack(np.meshgrid(*(np.arange(n) for n in shape), indexing="ij"), axis=-1).reshape(-1, 3)
-    labels = (np.argmin(((grid[:, None, :] - centres[None]) ** 2).sum(-1), axis=1) + 1).reshape(shape).astype(np.uint32)
-    edge = np.zeros(shape, bool)
-    for axis in range(3):
-        differs = np.diff(labels, axis=axis) != 0
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
-        edge[tuple(lo)] |= differs
-        edge[tuple(hi)] |= differs
-    boundary = ndimage.gaussian_filter(edge.astype(np.float32), 0.7)
-    boundary = np.clip(boundary / boundary.max() + rng.normal(0, noise, shape), 0, 1)
-    labels[edge] = 0  # ground truth's boundary: where one object ends is not counted
-    return labels, (boundary * 255).astype(np.uint8)
-
-
-def voi(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(H(a|b), H(b|a)) in bits, scikit-image's; b's 0 voxels (boundary in ground truth) left out."""
-    from skimage.metrics import variation_of_information
-
-    h_a_given_b, h_b_given_a = variation_of_information(b, a, ignore_labels=(0,))
-    return float(h_a_given_b), float(h_b_given_a)
 
 
 def watershed_out(cli, src, dest, *options) -> np.ndarray:

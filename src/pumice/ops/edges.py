@@ -9,7 +9,8 @@ contact ``area`` (faces), and the ``score``, a cost (lower: more likely the same
   neighbour one step lower along d, high inside objects): 1 - the mean affinity of the faces;
 - with neither: 1 / area (a bigger contact costs less).
 
-``mean_boundary`` or ``mean_affinity`` are kept as columns too, and one voxel on each side of the
+``mean_boundary`` or ``mean_affinity`` are kept as columns too, with ``max_score`` (the contact's highest
+face cost, which ``pumice agglomerate --score max`` uses), and one voxel on each side of the
 contact (``xa, ya, za`` in ``id_a``, ``xb, yb, zb`` in ``id_b``): of the contact's faces, the one
 whose lower voxel comes first in z, y, x order, then axis x, y, z — the same whatever the blocks.
 
@@ -50,7 +51,7 @@ def face_rows(labels: np.ndarray, values: np.ndarray | None, kind: str, own: Seq
     """Per pair of supervoxels touching across a face whose lower voxel lies in the block's own part
     (``own``: its shape; ``labels`` may hold one more voxel on the high sides): faces, score sum and
     first face (a global ordering key). ``values``: X, Y, Z boundary or X, Y, Z, 3 affinities."""
-    out: dict[str, list] = {k: [] for k in ("a", "b", "faces", "total", "first", "a_low")}
+    out: dict[str, list] = {k: [] for k in ("a", "b", "faces", "total", "high", "first", "a_low")}
     for axis in range(3):
         if labels.shape[axis] < 2:
             continue
@@ -75,6 +76,7 @@ def face_rows(labels: np.ndarray, values: np.ndarray | None, kind: str, own: Seq
         out["b"].append(np.where(swap, u, v))
         out["faces"].append(np.ones(len(u), np.int64))
         out["total"].append(score)
+        out["high"].append(1 - score if kind == "affinities" else score)  # the face's cost
         out["first"].append(key)
         out["a_low"].append(~swap)  # id_a is the lower voxel's
     if not out["a"]:
@@ -84,20 +86,21 @@ def face_rows(labels: np.ndarray, values: np.ndarray | None, kind: str, own: Seq
 
 def empty_rows() -> dict[str, np.ndarray]:
     return {"a": np.zeros(0, np.uint64), "b": np.zeros(0, np.uint64), "faces": np.zeros(0, np.int64),
-            "total": np.zeros(0), "first": np.zeros(0, np.int64), "a_low": np.zeros(0, bool)}
+            "total": np.zeros(0), "high": np.zeros(0), "first": np.zeros(0, np.int64), "a_low": np.zeros(0, bool)}
 
 
-def reduce_pairs(a: np.ndarray, b: np.ndarray, faces: np.ndarray, total: np.ndarray, first: np.ndarray,
-                 a_low: np.ndarray) -> dict[str, np.ndarray]:
-    """Rows of equal (a, b) summed (faces, total) with their first face (smallest ``first``) and
-    which side of it ``a`` is; sorted by (a, b)."""
+def reduce_pairs(a: np.ndarray, b: np.ndarray, faces: np.ndarray, total: np.ndarray, high: np.ndarray,
+                 first: np.ndarray, a_low: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows of equal (a, b) summed (faces, total), their highest face cost (``high``), their first
+    face (smallest ``first``) and which side of it ``a`` is; sorted by (a, b)."""
     if not len(a):
         return empty_rows()
     order = np.lexsort((first, b, a))
-    a, b, faces, total, first, a_low = (x[order] for x in (a, b, faces, total, first, a_low))
+    a, b, faces, total, high, first, a_low = (x[order] for x in (a, b, faces, total, high, first, a_low))
     starts = np.flatnonzero(np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
     return {"a": a[starts], "b": b[starts], "faces": np.add.reduceat(faces, starts),
-            "total": np.add.reduceat(total, starts), "first": first[starts], "a_low": a_low[starts]}
+            "total": np.add.reduceat(total, starts), "high": np.maximum.reduceat(high, starts), "first": first[starts],
+            "a_low": a_low[starts]}
 
 
 def decode_first(first: np.ndarray, span: Sequence[int], low: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +191,7 @@ class EdgesMergeTask(Task):
                    "area": pa.array(rows["faces"], pa.int64()), "score": pa.array(score, pa.float64())}
         if self.kind in ("boundary", "affinities"):
             columns[f"mean_{'boundary' if self.kind == 'boundary' else 'affinity'}"] = pa.array(mean, pa.float64())
+            columns["max_score"] = pa.array(rows["high"], pa.float64())  # the contact's highest face cost
         for i, axis_name in enumerate("xyz"):
             columns[f"{axis_name}a"] = pa.array(side_a[:, i], pa.int64())
         for i, axis_name in enumerate("xyz"):

@@ -1,0 +1,118 @@
+"""pumice agglomerate: the mapping equals a brute-force agglomeration that recomputes every edge's
+score from the voxels after each merge; several thresholds share a pass; the mapping feeds remap
+(--apply) and the cleave service; bad input is one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from framework import ingest_array, read_tensorstore, run_json
+
+from reference import objects_and_boundary, voi
+
+RES = ["--resolution", "8,8,8", "--chunk-size", "16,16,8"]
+
+
+def contacts(labels: np.ndarray, boundary: np.ndarray) -> dict[tuple[int, int], list[float]]:
+    """Every face between two different non-zero labels: its cost (the two voxels' mean boundary)."""
+    out: dict[tuple[int, int], list[float]] = {}
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        u, v = labels[tuple(lo)], labels[tuple(hi)]
+        touching = (u != v) & (u > 0) & (v > 0)
+        cost = (boundary[tuple(lo)][touching] + boundary[tuple(hi)][touching]) / 2
+        for a, b, c in zip(u[touching].tolist(), v[touching].tolist(), cost.tolist()):
+            out.setdefault((min(a, b), max(a, b)), []).append(c)
+    return out
+
+
+def brute_force(labels: np.ndarray, boundary: np.ndarray, threshold: float, score: str) -> np.ndarray:
+    """Merge the lowest-scoring pair, recompute every score from the voxels, repeat."""
+    labels = labels.copy()
+    while True:
+        scores = {pair: (np.mean(c) if score == "mean" else np.max(c)) for pair, c in contacts(labels, boundary).items()}
+        if not scores:
+            return labels
+        pair = min(scores, key=lambda p: (scores[p], p))
+        if scores[pair] > threshold:
+            return labels
+        labels[labels == pair[1]] = pair[0]
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))
+
+
+@pytest.mark.parametrize("score", ["mean", "max"])
+def test_equals_brute_force_agglomeration(cli, tmp_path, score):
+    truth, boundary = objects_and_boundary(seed=4, shape=(32, 32, 16), count=6, noise=0.1, texture=0.3)
+    src = ingest_array(cli, tmp_path / "boundary", boundary, *RES)
+    run_json(cli, "watershed", src, tmp_path / "ws", "--shape", "16,16,8", "--no-progress")
+    fragments = read_tensorstore(tmp_path / "ws")[0][..., 0]
+    assert fragments.max() > 20
+    thresholds = (0.2, 0.35, 0.5)
+    summary = run_json(cli, "agglomerate", tmp_path / "ws", "--boundary", src, "--out", tmp_path / "agg", "--thresholds",
+                       ",".join(map(str, thresholds)), "--score", score, "--shape", "16,16,8", "--no-progress")
+    assert summary["stages"]["agglomerate"]["tasks"] == 1
+    values = boundary.astype(np.float64) / 255
+    merges = []
+    for threshold in thresholds:
+        table = pd.read_csv(tmp_path / "agg" / f"mapping-{threshold:g}.csv")
+        assert list(table.columns) == ["sv", "body"]
+        lookup = np.arange(fragments.max() + 1, dtype=np.uint64)
+        lookup[table["sv"].to_numpy()] = table["body"].to_numpy()
+        bodies = lookup[fragments]
+        want = brute_force(fragments, values, threshold, score)
+        assert same_partition(bodies, want), threshold
+        assert (table["body"] <= table["sv"]).all()  # a body is named by its smallest fragment
+        merges.append(int((table["sv"] != table["body"]).sum()))
+    assert merges == sorted(merges) and merges[-1] > merges[0] > 0
+
+
+def test_watershed_then_agglomerate_applies_bodies_and_feeds_cleave(cli, tmp_path):
+    from pumice.ops.remap import read_mapping
+    from pumice.serve.cleave import CleaveIndex, cleave, read_edge_table
+
+    truth, boundary = objects_and_boundary(seed=5, shape=(48, 48, 16), count=8, noise=0.1, texture=0.3)
+    src = ingest_array(cli, tmp_path / "boundary", boundary, *RES)
+    run_json(cli, "watershed", src, tmp_path / "ws", "--shape", "16,16,8", "--no-progress")
+    fragments = read_tensorstore(tmp_path / "ws")[0][..., 0]
+    code, out, err = cli("agglomerate", tmp_path / "ws", "--boundary", src, "--out", tmp_path / "agg", "--threshold",
+                         "0.4", "--apply", tmp_path / "bodies", "--no-progress")
+    assert code == 0, err
+    assert "threshold 0.4:" in err and "bodies after" in err
+    bodies = read_tensorstore(tmp_path / "bodies")[0][..., 0]
+    before, after = voi(fragments, truth), voi(bodies, truth)
+    assert after[0] < before[0] / 2 and after[1] < 0.1, (before, after)  # splits mended, nothing merged
+
+    svs, body_of = read_mapping(str(tmp_path / "agg" / "mapping-0.4.csv"))
+    a, b, score = read_edge_table(str(tmp_path / "ws" / "edges" / "merge-table.csv"))
+    index = CleaveIndex(svs, body_of, a, b, score)
+    sizes = np.bincount(np.searchsorted(np.unique(body_of), body_of))
+    body = int(np.unique(body_of)[np.argmax(sizes)])
+    members = svs[body_of == body]
+    assert len(members) >= 2
+    reply = cleave(index, {"body-id": body, "seeds": {"1": [int(members[0])], "2": [int(members[-1])]}})
+    assert sorted(sum(reply["assignments"].values(), [])) == sorted(members.tolist())
+
+
+def test_bad_input(cli, tmp_path):
+    truth, boundary = objects_and_boundary(shape=(16, 16, 8), count=3)
+    src = ingest_array(cli, tmp_path / "b", boundary, "--resolution", "8,8,8")
+    seg = ingest_array(cli, tmp_path / "seg", truth, "--resolution", "8,8,8", "--type", "segmentation")
+    other = ingest_array(cli, tmp_path / "other", boundary[:, :, :4], "--resolution", "8,8,8")
+    cases = [
+        (["agglomerate", seg, "--boundary", src, "--out", tmp_path / "o", "--threshold", "1.5"], "--thresholds"),
+        (["agglomerate", seg, "--boundary", other, "--out", tmp_path / "o"], "same voxels"),
+        (["agglomerate", src, "--boundary", src, "--out", tmp_path / "o"], "segmentation"),
+        (["agglomerate", seg, "--affinities", src, "--out", tmp_path / "o"], "3 (x, y, z)"),
+        (["agglomerate", seg, "--boundary", src, "--out", tmp_path / "o", "--thresholds", "0.2,x"], "numbers"),
+    ]
+    for argv, words in cases:
+        code, _, err = cli(*argv, "--no-progress")
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
