@@ -44,13 +44,15 @@ DEFAULT_MEMORY = 256 * 2**20
 BYTES_PER_VOXEL = 96  # labels, the score map as float64 (x3 for affinities), per-axis face arrays
 CSV_HEADER = "id_a,id_b,xa,ya,za,xb,yb,zb,score\n"
 COLUMNS = ("id_a", "id_b", "area", "score", "xa", "ya", "za", "xb", "yb", "zb")
+BINS = 256  # a face cost c falls in bin min(255, floor(256 c)): each contact's cost histogram (quantile scores)
 
 
 def face_rows(labels: np.ndarray, values: np.ndarray | None, kind: str, own: Sequence[int], origin: Sequence[int],
-              span: Sequence[int]) -> dict[str, np.ndarray]:
+              span: Sequence[int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per pair of supervoxels touching across a face whose lower voxel lies in the block's own part
     (``own``: its shape; ``labels`` may hold one more voxel on the high sides): faces, score sum and
-    first face (a global ordering key). ``values``: X, Y, Z boundary or X, Y, Z, 3 affinities."""
+    first face (a global ordering key). ``values``: X, Y, Z boundary or X, Y, Z, 3 affinities.
+    Also each pair's face-cost histogram as rows (a, b, bin, count), summed."""
     out: dict[str, list] = {k: [] for k in ("a", "b", "faces", "total", "high", "first", "a_low")}
     for axis in range(3):
         if labels.shape[axis] < 2:
@@ -80,8 +82,26 @@ def face_rows(labels: np.ndarray, values: np.ndarray | None, kind: str, own: Seq
         out["first"].append(key)
         out["a_low"].append(~swap)  # id_a is the lower voxel's
     if not out["a"]:
-        return empty_rows()
-    return reduce_pairs(**{k: np.concatenate(v) for k, v in out.items()})
+        return empty_rows(), empty_histograms()
+    faces = {k: np.concatenate(v) for k, v in out.items()}
+    cost = faces["high"]
+    bins = np.minimum(BINS - 1, np.floor(cost * BINS)).astype(np.int64) if kind != "area" else np.zeros(len(cost), np.int64)
+    return reduce_pairs(**faces), reduce_histograms(faces["a"], faces["b"], bins, np.ones(len(bins), np.int64))
+
+
+def empty_histograms() -> dict[str, np.ndarray]:
+    return {"a": np.zeros(0, np.uint64), "b": np.zeros(0, np.uint64), "bin": np.zeros(0, np.int64),
+            "count": np.zeros(0, np.int64)}
+
+
+def reduce_histograms(a: np.ndarray, b: np.ndarray, bin: np.ndarray, count: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows of equal (a, b, bin) with their counts added, sorted by (a, b, bin)."""
+    if not len(a):
+        return empty_histograms()
+    order = np.lexsort((bin, b, a))
+    a, b, bin, count = a[order], b[order], bin[order], count[order]
+    starts = np.flatnonzero(np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1]) | (bin[1:] != bin[:-1])])
+    return {"a": a[starts], "b": b[starts], "bin": bin[starts], "count": np.add.reduceat(count, starts)}
 
 
 def empty_rows() -> dict[str, np.ndarray]:
@@ -137,11 +157,15 @@ class EdgesForgeTask(Task):
             values = score_values(Layer.open(self.scores), read, self.kind, self.invert, self.fill_missing)
         span = [int(s) for s in volume.shape]
         origin = [int(m) - int(lo) for m, lo in zip(read.minpt, volume.minpt)]  # the read box within the volume
-        rows = face_rows(labels, values, self.kind, box.shape, origin, span)
+        rows, histograms = face_rows(labels, values, self.kind, box.shape, origin, span)
         parts = pair_parts(rows["a"], rows["b"], self.bits)
         name = "_".join(f"{lo}-{hi}" for lo, hi in zip(box.minpt, box.maxpt))
-        kv = open_kv(self.work)
-        kv.put_many([(f"{int(p)}/{name}", pack(**{k: v[parts == p] for k, v in rows.items()})) for p in np.unique(parts)])
+        items = [(f"{int(p)}/{name}", pack(**{k: v[parts == p] for k, v in rows.items()})) for p in np.unique(parts)]
+        if self.kind != "area":
+            hparts = pair_parts(histograms["a"], histograms["b"], self.bits)
+            items += [(f"hist/{int(p)}/{name}", pack(**{k: v[hparts == p] for k, v in histograms.items()}))
+                      for p in np.unique(hparts)]
+        open_kv(self.work).put_many(items)
         return {"voxels": box.size, "block_pairs": len(rows["a"])}
 
 
@@ -178,7 +202,7 @@ class EdgesMergeTask(Task):
         import pyarrow.parquet as pq
 
         kv = open_kv(self.work)
-        pieces = [unpack(blob) for blob in kv.get_many(sorted(kv.list(f"{self.part}/")))]
+        pieces = [unpack(blob) for blob in kv.get_many(sorted(k for k in kv.list(f"{self.part}/")))]
         rows = reduce_pairs(**{k: np.concatenate([p[k] for p in pieces]) for k in empty_rows()}) if pieces else empty_rows()
         lower, axis = decode_first(rows["first"], self.span, self.low)
         upper = lower + np.eye(3, dtype=np.int64)[axis]
@@ -192,6 +216,15 @@ class EdgesMergeTask(Task):
         if self.kind in ("boundary", "affinities"):
             columns[f"mean_{'boundary' if self.kind == 'boundary' else 'affinity'}"] = pa.array(mean, pa.float64())
             columns["max_score"] = pa.array(rows["high"], pa.float64())  # the contact's highest face cost
+            blobs = [unpack(blob) for blob in kv.get_many(sorted(kv.list(f"hist/{self.part}/")))]
+            hist = reduce_histograms(*(np.concatenate([h[k] for h in blobs]) for k in ("a", "b", "bin", "count"))) \
+                if blobs else empty_histograms()
+            # Sorted like the rows, and every contact has faces: the row of each (a, b, bin) counts up.
+            new = np.r_[True, (hist["a"][1:] != hist["a"][:-1]) | (hist["b"][1:] != hist["b"][:-1])] if len(hist["a"]) \
+                else np.zeros(0, bool)
+            offsets = np.r_[np.flatnonzero(new), len(new)].astype(np.int32)
+            columns["cost_bins"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(hist["bin"].astype(np.uint8)))
+            columns["cost_counts"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(hist["count"].astype(np.uint32)))
         for i, axis_name in enumerate("xyz"):
             columns[f"{axis_name}a"] = pa.array(side_a[:, i], pa.int64())
         for i, axis_name in enumerate("xyz"):
