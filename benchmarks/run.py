@@ -1355,6 +1355,250 @@ def show_align(r: dict) -> None:
         print(f"  ssTEM (ISBI 2012, {i['pairs']} pairs, one section perturbed): median {i['median_px']:.2f} px, "
               f"max {i['max_px']:.2f}; {i['failed']} pair(s) failed")
 
+# -- watershed and agglomeration: quality beside waterz on real data, blockwise against whole, speed ----
+
+WATERZ_VERSION = "waterz==0.10.*"
+SHARED = ROOT.parent / "shared" / "data"
+WS_THRESHOLDS = [round(t, 2) for t in np.arange(0.05, 1.0, 0.05)]
+WATERZ_FUNCTIONS = {"mean": "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>",
+                    "q50": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>"}
+
+# Run inside waterz's own environment: affinities from the boundary map (1 - the two voxels' mean,
+# the same cost pumice's edges give a face), waterz.agglomerate over the thresholds, VOI with
+# scikit-image (GT's 0 left out) exactly as for pumice. Prints one JSON line.
+WATERZ_SCRIPT = r"""
+import contextlib, io, json, sys, time
+import numpy as np, waterz
+from skimage.metrics import variation_of_information as vi
+data = np.load(sys.argv[1]); thresholds = json.loads(sys.argv[2]); functions = json.loads(sys.argv[3])
+b = data["boundary"].astype(np.float32)  # z, y, x
+affs = np.zeros((3,) + b.shape, np.float32)
+for d in range(3):
+    lo = [slice(None)] * 3; hi = [slice(None)] * 3
+    lo[d], hi[d] = slice(0, -1), slice(1, None)
+    affs[d][tuple(hi)] = 1 - (b[tuple(lo)] + b[tuple(hi)]) / 2
+gt = data["gt"] if "gt" in data.files else None
+out = {}
+for name, function in functions.items():
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        segs = [s.copy() if gt is not None else None for s in waterz.agglomerate(affs, [0.0] + thresholds, scoring_function=function)]
+    row = {"seconds": time.perf_counter() - start}
+    if gt is not None:
+        voi = [[float(v) for v in vi(gt, s, ignore_labels=(0,))] for s in segs]
+        best = min(range(1, len(segs)), key=lambda i: sum(voi[i]))
+        row.update(fragments=int(segs[0].max()), fragments_voi=voi[0], best_threshold=thresholds[best - 1], best_voi=voi[best])
+    out[name] = row
+print(json.dumps(out))
+"""
+
+
+def _waterz() -> Path | None:
+    """waterz in its own virtual environment under bench-output (it compiles its scoring functions at
+    first use), installed from PyPI on first use; None if that fails."""
+    venv = OUT / "waterz-venv"
+    python = venv / "bin" / "python"
+    if not (venv / ".ready").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        done = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", WATERZ_VERSION, "numpy", "scikit-image"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            return None
+        (venv / ".ready").touch()
+    return python
+
+
+def _ws_data(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple, bool] | None:
+    """(the map as stored, X, Y, Z; the boundary in 0..1, Z, Y, X; ground truth Z, Y, X; resolution;
+    whether the map is low on membranes) of one data set, or None when ../shared/data lacks it."""
+    import h5py
+    import tifffile
+
+    if name.startswith("gala"):
+        split = name.split("_")[1]
+        if not (SHARED / f"gala_{split}_p1.lzf.h5").exists():
+            return None
+        with h5py.File(SHARED / f"gala_{split}_p1.lzf.h5") as f:
+            stored = f["stack"][:].astype(np.float32)
+        with h5py.File(SHARED / f"gala_{split}_gt.lzf.h5") as f:
+            gt = f["stack"][:]
+        return stored.transpose(2, 1, 0), stored, gt, (10, 10, 10), False
+    if not (SHARED / "snemi_mini_probabilities.tif").exists():
+        return None
+    stored = tifffile.imread(SHARED / "snemi_mini_probabilities.tif")  # uint8, high inside cells
+    gt = tifffile.imread(SHARED / "snemi_mini_labels.tif")
+    return stored.transpose(2, 1, 0), 1 - stored.astype(np.float32) / 255, gt, (6, 6, 29), True
+
+
+def _voi(seg: np.ndarray, gt: np.ndarray) -> list[float]:
+    from skimage.metrics import variation_of_information
+
+    return [float(v) for v in variation_of_information(gt, seg, ignore_labels=(0,))]
+
+
+def _bodies(fragments: np.ndarray, mapping: Path) -> np.ndarray:
+    import pandas as pd
+
+    table = pd.read_csv(mapping)
+    lookup = np.arange(int(fragments.max()) + 1, dtype=np.uint64)
+    lookup[table["sv"].to_numpy()] = table["body"].to_numpy()
+    return lookup[fragments]
+
+
+def _ws_quality(work: Path, name: str, waterz: Path | None) -> dict | None:
+    loaded = _ws_data(name)
+    if loaded is None:
+        return None
+    stored, boundary, gt, resolution, inverted = loaded
+    gt_xyz = gt.transpose(2, 1, 0)
+    root = work / f"ws_{name}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    np.save(root / "map.npy", stored.transpose(2, 1, 0))  # Z, Y, X as ingest reads .npy
+    _pumice("ingest", str(root / "map.npy"), str(root / "map"), "--resolution", ",".join(map(str, resolution)),
+            "--chunk-size", "16,16,16", "--no-progress")
+    invert = ["--invert"] if inverted else []
+    row: dict = {"shape_xyz": list(stored.shape), "resolution": list(resolution), "pumice": {}}
+    for shape in ("whole", "64", "32"):
+        task = ",".join(map(str, stored.shape)) if shape == "whole" else f"{shape},{shape},{shape}"
+        ws = root / f"ws_{shape}"
+        _pumice("watershed", str(root / "map"), str(ws), *invert, "--shape", task, "--workers", "2", "--no-progress")
+        import tensorstore as ts
+
+        fragments = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{ws}/"}).result().read().result()[..., 0]
+        runs = {"fragments": int(fragments.max()), "fragments_voi": _voi(fragments, gt_xyz), "scores": {}}
+        for score in ("mean", "q50"):
+            out = root / f"agg_{shape}_{score}"
+            _pumice("agglomerate", str(ws), "--boundary", str(root / "map"), *invert, "--out", str(out), "--thresholds",
+                    ",".join(map(str, WS_THRESHOLDS)), "--score", score, "--shape", task, "--workers", "2", "--no-progress")
+            segs = {t: _bodies(fragments, out / f"mapping-{t:g}.csv") for t in WS_THRESHOLDS}
+            voi = {t: _voi(segs[t], gt_xyz) for t in WS_THRESHOLDS}
+            best = min(WS_THRESHOLDS, key=lambda t: sum(voi[t]))
+            runs["scores"][score] = {"best_threshold": best, "best_voi": voi[best], "segments": segs}
+        row["pumice"][shape] = runs
+    whole = row["pumice"]["whole"]
+    from skimage.metrics import variation_of_information
+
+    whole_fragments = _ws_fragments(root, "whole")
+    for shape in ("64", "32"):  # blockwise against the same algorithm on the whole array
+        runs = row["pumice"][shape]
+        runs["fragments_vs_whole"] = float(sum(variation_of_information(whole_fragments, _ws_fragments(root, shape))))
+        for score, result in runs["scores"].items():
+            t = whole["scores"][score]["best_threshold"]
+            result["vs_whole_at_its_best"] = float(sum(variation_of_information(whole["scores"][score]["segments"][t],
+                                                                                  result["segments"][t])))
+    for runs in row["pumice"].values():
+        for result in runs["scores"].values():
+            del result["segments"]
+    if name == "snemi":
+        import tifffile
+
+        reference = tifffile.imread(SHARED / "snemi_mini_fragments.tif")
+        row["gala_fragments"] = {"fragments": int(reference.max()), "fragments_voi": _voi(reference, gt)}
+    if waterz is not None:
+        np.savez(root / "waterz.npz", boundary=boundary, gt=gt.astype(np.uint32))
+        _, _, out = _watched_command([str(waterz), "-c", WATERZ_SCRIPT, str(root / "waterz.npz"), json.dumps(WS_THRESHOLDS),
+                                      json.dumps(WATERZ_FUNCTIONS)])
+        row["waterz"] = json.loads(out.strip().splitlines()[-1])
+    return row
+
+
+def _ws_fragments(root: Path, shape: str) -> np.ndarray:
+    import tensorstore as ts
+
+    return ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{root}/ws_{shape}/"}).result().read().result()[..., 0]
+
+
+WS_SPEED_SIDE = 512
+
+
+def _ws_speed(work: Path, waterz: Path | None) -> dict | None:
+    """512^3 tiled from gala's training probabilities (mirrored, so tiles meet without seams):
+    watershed then agglomerate (mean), 2 workers, beside waterz on the whole array in memory."""
+    loaded = _ws_data("gala_train")
+    if loaded is None:
+        return None
+    stored = loaded[0]  # X, Y, Z float32
+    tile = np.concatenate([stored, stored[::-1]], axis=0)
+    tile = np.concatenate([tile, tile[:, ::-1]], axis=1)
+    tile = np.concatenate([tile, tile[:, :, ::-1]], axis=2)
+    reps = [-(-WS_SPEED_SIDE // s) for s in tile.shape]
+    volume = np.tile(tile, reps)[:WS_SPEED_SIDE, :WS_SPEED_SIDE, :WS_SPEED_SIDE]
+    root = work / "ws_speed"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    np.save(root / "map.npy", np.ascontiguousarray(volume.transpose(2, 1, 0)))
+    _pumice("ingest", str(root / "map.npy"), str(root / "map"), "--resolution", "10,10,10", "--chunk-size", "64,64,64",
+            "--no-progress")
+    (root / "map.npy").unlink()
+    voxels = volume.size
+    seconds, peak, summary = _pumice("watershed", str(root / "map"), str(root / "ws"), "--workers", "2", "--no-progress")
+    row = {"voxels": voxels, "watershed_seconds": seconds, "watershed_peak_rss_mib": peak / 2**20,
+           "fragments": int(summary["stages"]["heads"]["totals"].get("components", 0)),
+           "block": summary.get("recipe", {}).get("args", {}).get("shape")}
+    seconds, peak, summary = _pumice("agglomerate", str(root / "ws"), "--boundary", str(root / "map"), "--out",
+                                     str(root / "agg"), "--threshold", "0.5", "--workers", "2", "--no-progress")
+    row.update(agglomerate_seconds=seconds, agglomerate_peak_rss_mib=peak / 2**20,
+               edges=int(summary["stages"]["merge"]["totals"].get("edges", 0)),
+               agglomerate_task_seconds=summary["stages"]["agglomerate"]["seconds"])
+    if waterz is not None:
+        np.savez(root / "waterz.npz", boundary=volume.transpose(2, 1, 0))
+        del volume
+        wall, peak, out = _watched_command([str(waterz), "-c", WATERZ_SCRIPT, str(root / "waterz.npz"), json.dumps([0.5]),
+                                            json.dumps({"mean": WATERZ_FUNCTIONS["mean"]})])
+        row["waterz"] = {"seconds": json.loads(out.strip().splitlines()[-1])["mean"]["seconds"], "wall_seconds": wall,
+                         "peak_rss_mib": peak / 2**20}
+        (root / "waterz.npz").unlink()
+    shutil.rmtree(root / "ws", ignore_errors=True)
+    return row
+
+
+def bench_watershed(work: Path) -> dict:
+    waterz = _waterz()
+    quality = {name: _ws_quality(work, name, waterz) for name in ("gala_train", "gala_test", "snemi")}
+    return {"quality": {k: v for k, v in quality.items() if v is not None}, "speed": _ws_speed(work, waterz),
+            "waterz": WATERZ_VERSION if waterz is not None else None}
+
+
+def show_watershed(r: dict) -> None:
+    if not r["quality"]:
+        print("watershed: skipped (../shared/data has no probability maps)")
+        return
+    print("watershed + agglomerate: VOI (split + merge, bits; GT's 0 left out) at the best threshold, same input")
+    print(f"  {'data':<11} {'':<22} {'fragments':>9} {'frag merge':>10} {'mean':>14} {'q50':>14}")
+    for name, q in r["quality"].items():
+        whole = q["pumice"]["whole"]
+        cells = [f"{sum(whole['scores'][s]['best_voi']):.3f} @{whole['scores'][s]['best_threshold']:g}" for s in ("mean", "q50")]
+        print(f"  {name:<11} {'pumice, whole array':<22} {whole['fragments']:>9} {whole['fragments_voi'][1]:>10.3f} "
+              f"{cells[0]:>14} {cells[1]:>14}")
+        for shape in ("64", "32"):
+            runs = q["pumice"][shape]
+            cells = [f"{sum(runs['scores'][s]['best_voi']):.3f} @{runs['scores'][s]['best_threshold']:g}" for s in ("mean", "q50")]
+            print(f"  {'':<11} {f'pumice, blocks {shape}^3':<22} {runs['fragments']:>9} {runs['fragments_voi'][1]:>10.3f} "
+                  f"{cells[0]:>14} {cells[1]:>14}   vs whole: fragments {runs['fragments_vs_whole']:.4f}, bodies "
+                  f"{runs['scores']['mean']['vs_whole_at_its_best']:.4f} (mean) {runs['scores']['q50']['vs_whole_at_its_best']:.4f} (q50)")
+        w = q.get("waterz")
+        if w:
+            cells = [f"{sum(w[s]['best_voi']):.3f} @{w[s]['best_threshold']:g}" for s in ("mean", "q50")]
+            print(f"  {'':<11} {'waterz, whole array':<22} {w['mean']['fragments']:>9} {w['mean']['fragments_voi'][1]:>10.3f} "
+                  f"{cells[0]:>14} {cells[1]:>14}")
+        if "gala_fragments" in q:
+            g = q["gala_fragments"]
+            print(f"  {'':<11} {'gala reference frags':<22} {g['fragments']:>9} {g['fragments_voi'][1]:>10.3f}")
+    s = r.get("speed")
+    if s:
+        mvx = s["voxels"] / 1e6
+        line = (f"  speed, {mvx:.0f} MVx tiled from gala's probabilities, 2 workers: watershed {s['watershed_seconds']:.1f} s "
+                f"({mvx / s['watershed_seconds']:.2f} MVx/s, peak {s['watershed_peak_rss_mib']:.0f} MiB per process, "
+                f"{s['fragments']:,} fragments), agglomerate {s['agglomerate_seconds']:.1f} s ({s['edges']:,} edges; the "
+                f"merge task {s['agglomerate_task_seconds']:.1f} s, peak {s['agglomerate_peak_rss_mib']:.0f} MiB); together "
+                f"{mvx / (s['watershed_seconds'] + s['agglomerate_seconds']):.2f} MVx/s")
+        print(line)
+        if "waterz" in s:
+            w = s["waterz"]
+            print(f"  waterz on the whole array in memory (the bound; 1 process): {w['seconds']:.1f} s "
+                  f"({mvx / w['seconds']:.2f} MVx/s), peak {w['peak_rss_mib']:.0f} MiB")
+
 
 BENCHMARKS = {
     "ingest": (bench_ingest, show_ingest),
@@ -1371,6 +1615,7 @@ BENCHMARKS = {
     "stats": (bench_stats, show_stats),
     "label_index": (bench_label_index, show_label_index),
     "align": (bench_align, show_align),
+    "watershed": (bench_watershed, show_watershed),
 }
 
 

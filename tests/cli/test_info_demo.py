@@ -116,6 +116,11 @@ def test_demo_builds_and_ingests_the_sample(tmp_path, cli):
                         *read_edge_table(str(root / "supervoxels" / "edges" / "merge-table.csv")))
     reply = cleave(index, request)
     assert set(reply["assignments"]) >= {"1", "2"} and not reply.get("errors")
+    # watershed of the image's membranes, agglomerated into cells close to the segmentation
+    voi_line = next(line for line in demo_out.splitlines() if line.startswith("VOI                    "))
+    assert float(voi_line.split()[1]) < 1.0, voi_line
+    record = json.loads((root / "membrane-cells" / "evaluations" / "segmentation.json").read_text())
+    assert record["voi"] < 1.0 and record["adapted_rand_error"] < 0.3 and record["truth_objects"] == len(np.unique(labels)), record
     # alignment: the misaligned copy put back (adjacent sections correlate as the sample's own do)
     summary = next(line for line in demo_out.splitlines() if line.startswith("adjacent sections' normalized"))
     before, after = (float(v.split(" ")[0]) for v in summary.split("median: ")[1].split(", ")[:2])

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework import ingest_array, read_tensorstore, run_json
+from framework import Resume, ingest_array, read_tensorstore, run_json
 
 from reference import objects_and_boundary, voi
 
@@ -130,3 +130,19 @@ def test_bad_input(cli, tmp_path):
     for argv, words in cases:
         code, _, err = cli(*argv, "--no-progress")
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+
+
+# -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
+
+def _case(cli, root):
+    root.mkdir(parents=True, exist_ok=True)
+    _, boundary = objects_and_boundary(seed=6, shape=(64, 48, 32), count=12, noise=0.1, texture=0.3)
+    src = ingest_array(cli, root / "boundary", boundary, *RES)
+    code, _, err = cli("watershed", src, root / "ws", "--shape", "32,32,16", "--no-progress")
+    assert code == 0, err
+    return ["agglomerate", str(root / "ws"), "--boundary", str(src), "--out", str(root / "agg"), "--thresholds",
+            "0.3,0.5", "--score", "q50", "--shape", "16,16,8"], root / "agg"  # 48 blocks in the graph's forge
+
+
+RUNNER_CASES = {"agglomerate": _case}
+RESUME_CASES = {"agglomerate": Resume(_case, "forge")}

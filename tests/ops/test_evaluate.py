@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from framework import ingest_array, run_json
+from framework import Resume, ingest_array, run_json
 
 SEG = ["--resolution", "8,8,8", "--type", "segmentation", "--chunk-size", "8,8,8"]
 
@@ -57,7 +57,7 @@ def test_equals_skimage_over_many_partitions(cli, tmp_path):
     record = evaluated(cli, s, t, "--shape", "8,8,8")
     assert_same(record, skimage_scores(seg, truth))
     assert record["voxels"] == int((truth != 0).sum()) and record["truth_objects"] == 30
-    assert json.loads((s / "evaluations" / f"{plan['job']}.json").read_text())["voi"] == record["voi"]
+    assert json.loads((s / "evaluations" / "truth.json").read_text())["voi"] == record["voi"]
 
     assert_same(evaluated(cli, s, t, "--keep-truth-zero"), skimage_scores(seg, truth, keep_zero=True))
 
@@ -123,3 +123,17 @@ def test_real_segmentations_equal_skimage(cli, tmp_path, shared_data, case):
     record = evaluated(cli, s, t, "--shape", "64,64,32")
     assert_same(record, skimage_scores(seg, truth), tol=1e-7)
     assert record["voi_split"] > 0.1 and record["voi_merge"] >= 0  # an over-segmentation: mostly splits
+
+
+# -- cases for the tests every operation shares (tests/framework.py) -------------------------------------
+
+def _case(cli, root):
+    root.mkdir(parents=True, exist_ok=True)
+    shape = (48, 32, 16)
+    t = ingest_array(cli, root / "truth", blobs(5, shape, 20), *SEG)
+    s = ingest_array(cli, root / "seg", blobs(6, shape, 30), *SEG)
+    return ["evaluate", str(s), "--truth", str(t), "--shape", "8,8,8"], s  # 48 blocks
+
+
+RUNNER_CASES = {"evaluate": _case}
+RESUME_CASES = {"evaluate": Resume(_case, "count")}

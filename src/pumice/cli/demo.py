@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     normalized, clahe = root / "em-normalized", root / "em-clahe"
     pieces, pieces_csv = root / "segmentation-pieces", root / "pieces-to-cells.csv"
     supervoxels, sv_mapping = root / "supervoxels", root / "sources" / "supervoxels-to-cells.csv"
+    fragments, bodies = root / "membrane-supervoxels", root / "membrane-cells"
     steps = [
         ("ingest the image stack", ["ingest", str(sections), str(em), "--resolution", RESOLUTION, "--chunk-size", "64,64,64",
                                     "--restart", *workers]),
@@ -172,6 +173,13 @@ def run(args: argparse.Namespace) -> int:
                                                                   "--restart", *workers]),
         ("proofreading: the supervoxels' edges, scored by the image (dark membranes: --invert)",
          ["edges", str(supervoxels), "--boundary", str(em), "--invert", "--restart", *workers]),
+        ("supervoxels from the image's dark membranes: seeded watershed (--invert: membranes are dark)",
+         ["watershed", str(em), str(fragments), "--invert", "--restart", *workers]),
+        ("bodies: agglomerate the supervoxels by the membrane between them, and write the cells they make",
+         ["agglomerate", str(fragments), "--boundary", str(em), "--invert", "--out", str(root / "agglomeration"),
+          "--threshold", "0.6", "--apply", str(bodies), "--restart", *workers]),
+        ("how close those cells are to the segmentation: variation of information and adapted Rand error",
+         ["evaluate", str(bodies), "--truth", str(seg), "--keep-truth-zero", "--restart", *workers]),
         ("align a deliberately misaligned copy of the sections (each moved and turned a little)",
          ["align", str(root / "sources" / "em_sections_misaligned"), str(root / "em-aligned"), "--resolution", RESOLUTION,
           "--chunk-size", "64,64,64", "--restart", *workers]),
@@ -190,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         if argv[0] == "align":
             print(alignment_summary(root / "em-aligned"))
     _step(f"demo finished in {time.perf_counter() - started:.1f} s")
-    print(f"Look at it:  pumice view {em} {normalized} {clahe} {root / 'em-aligned'} {seg} {pieces} {supervoxels}   (select a cell to see its mesh and skeleton "
+    print(f"Look at it:  pumice view {em} {normalized} {clahe} {root / 'em-aligned'} {seg} {pieces} {supervoxels} {bodies}   (select a cell to see its mesh and skeleton "
           f"in the 3D panel; its Seg. tab lists the cells, sorted by size with the query >voxels; the grey levels before "
           f"normalizing are drawn in {root / 'em-levels.png'})")
     return 0

@@ -14,12 +14,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Compare the segmentation SEG with the ground truth GT (the same voxels): variation "
                        "of information split H(SEG|GT) and merge H(GT|SEG) in bits, and the adapted Rand error "
                        "(1 - F-score of pairs of voxels, precision against SEG, recall against GT). GT's 0 voxels are "
-                       "left out unless --keep-truth-zero. Counted blockwise; kept in SEG/evaluations/<job>.json.")
+                       "left out unless --keep-truth-zero. Counted blockwise; kept in SEG/evaluations/<name>.json.")
     p.add_argument("path", metavar="SEG")
     p.add_argument("--truth", required=True, metavar="GT", help="the ground-truth segmentation")
     p.add_argument("--mask", metavar="LAYER", help="compare only voxels where this layer is nonzero")
     p.add_argument("--keep-truth-zero", action="store_true", help="compare GT's 0 voxels too (default: left out, as "
                    "unlabelled or boundary)")
+    p.add_argument("--name", help="the result's name: SEG/evaluations/NAME.json (default: GT's folder name)")
     p.add_argument("--mip", type=int, default=0, help="the mip of both layers to compare (default 0)")
     p.add_argument("--shape", metavar="X,Y,Z", help="task block (default: from --memory)")
     p.add_argument("--fill-missing", action="store_true", help="read missing chunks as zeros instead of failing")
@@ -28,13 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plan, notes = evaluate.plan(args.path, truth=args.truth, mask=args.mask, keep_truth_zero=args.keep_truth_zero,
+    plan, notes = evaluate.plan(args.path, truth=args.truth, mask=args.mask, keep_truth_zero=args.keep_truth_zero, name=args.name,
                                 mip=args.mip, fill_missing=args.fill_missing,
                                 shape=vec_arg(args.shape, "--shape", positive=True), **memory_arg(args))
     execute(plan, notes, args)
     if args.dry_run or args.queue:
         return 0
-    record = evaluate.read_result(args.path, plan.job_id)
+    record = evaluate.read_result(args.path, plan.params["name"])
     if args.json_summary:
         print(json.dumps(record))
     else:

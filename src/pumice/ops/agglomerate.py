@@ -163,7 +163,7 @@ class AgglomerateTask(Task):
         histograms = cost_histograms(table) if self.score.startswith("q") else None
         nodes, bodies, merges = agglomerate(a, b, area, mean * area, highest, self.thresholds, self.score, histograms)
         out = open_kv(self.out)
-        record = {"fragments": self.fragments, "score": self.score, "edges": len(a), "fragments_in_graph": len(nodes),
+        record = {"score": self.score, "edges": len(a), "fragments_in_graph": len(nodes),
                   "thresholds": []}
         for threshold, body, made in zip(sorted(self.thresholds), bodies, merges):
             text = io.StringIO()
@@ -192,7 +192,9 @@ def plan(fragments: str, *, out: str, boundary: str | None = None, affinities: s
     graph, notes = edges.plan(fragments, boundary=boundary, affinities=affinities, invert=invert, name=name,
                               fill_missing=fill_missing, shape=shape, memory=memory)
     out_url = urls.normalize(out)
-    result = Plan("agglomerate", graph.destination, {**graph.params, "graph_job": graph.job_id, "out": out_url,
+    # The job lives beside its output (DIR), whose mappings say it finished; edges' work files stay
+    # under the fragments layer, where its stages put them.
+    result = Plan("agglomerate", out_url, {**graph.params, "graph_job": graph.job_id, "out": out_url,
                                                       "thresholds": sorted(thresholds), "score": score})
     result.stages = [*graph.stages, Stage.each("agglomerate", [0], lambda _: AgglomerateTask(
         graph.destination, name, out_url, tuple(sorted(thresholds)), score))]

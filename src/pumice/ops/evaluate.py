@@ -15,7 +15,7 @@ Stages, so that no process holds the whole table: **count** (per block: the bloc
 voxels, left per partition of SEG's id), **rows** (per partition: its pairs summed over blocks; the
 sums over pairs and over SEG ids; GT ids' voxels left per partition of GT's id), **columns** (per
 partition: the sums over GT ids). The finish step adds the partitions' sums and writes
-``SEG/evaluations/<job>.json``.
+``SEG/evaluations/<name>.json`` (``--name``; default the GT layer's folder name).
 """
 
 from __future__ import annotations
@@ -41,8 +41,16 @@ SUMS = ("voxels", "pairs_nlogn", "pairs_n2", "seg_nlogn", "seg_n2", "truth_nlogn
         "pairs")
 
 
-def results_key(job: str) -> str:
-    return f"evaluations/{job}.json"
+def results_key(name: str) -> str:
+    return f"evaluations/{name}.json"
+
+
+def default_name(truth: str, mask: str | None) -> str:
+    """The result's name: the ground truth layer's folder name (and the mask's)."""
+    def base(url: str) -> str:
+        return urls.normalize(url).rstrip("/").rsplit("/", 1)[-1] or "truth"
+
+    return base(truth) + (f"_mask-{base(mask)}" if mask else "")
 
 
 def id_parts(ids: np.ndarray, bits: int) -> np.ndarray:
@@ -210,9 +218,13 @@ def _same_geometry(a: Layer, b: Layer, mip: int, what: str) -> None:
 
 
 @planner
-def plan(seg: str, *, truth: str, mask: str | None = None, keep_truth_zero: bool = False, mip: int = 0,
+def plan(seg: str, *, truth: str, mask: str | None = None, keep_truth_zero: bool = False, name: str | None = None,
+         mip: int = 0,
          fill_missing: bool = False, shape: Sequence[int] | None = None,
          memory: int = DEFAULT_MEMORY) -> tuple[Plan, list[str]]:
+    name = name or default_name(truth, mask)
+    if "/" in name or name in ("", ".", ".."):
+        raise PumiceError(f"--name {name!r} must be a plain file name")
     layer = _labels(seg, "SEG")
     truth_layer = _labels(truth, "--truth")
     _same_geometry(layer, truth_layer, mip, "--truth")
@@ -233,7 +245,8 @@ def plan(seg: str, *, truth: str, mask: str | None = None, keep_truth_zero: bool
     bits, _ = sharding.partition_bits(blocks, region.size, objects.VOXELS_PER_OBJECT, False)
     url = layer.url
     result = Plan("evaluate", url, {"mip": mip, "block": list(block), "partition_bits": bits, "truth": truth_layer.url,
-                                    "mask": mask_layer.url if mask_layer else None, "keep_truth_zero": keep_truth_zero},
+                                    "mask": mask_layer.url if mask_layer else None, "keep_truth_zero": keep_truth_zero,
+                                    "name": name},
                   provenance=None)
     forge = objects.forge_dir(result, "evaluations")
 
@@ -254,32 +267,32 @@ def plan(seg: str, *, truth: str, mask: str | None = None, keep_truth_zero: bool
         "mask": urls.display(mask_layer.url) if mask_layer else "none",
         "block": format_vec(block),
         "partitions": 1 << bits,
-        "output": f"{urls.display(url)}/{results_key(result.job_id)}",
+        "output": f"{urls.display(url)}/{results_key(name)}",
     }
 
     def finish() -> list[str]:
         kv = open_kv(work())
         totals = dict.fromkeys(SUMS, 0.0)
         for key in kv.list("sums/"):
-            for name, value in json.loads(kv.get(key)).items():
-                totals[name] += value
-        record = {"segmentation": urls.display(url), "truth": urls.display(truth_layer.url),
-                  "mask": urls.display(mask_layer.url) if mask_layer else None, "mip": mip,
+            for sum_name, value in json.loads(kv.get(key)).items():
+                totals[sum_name] += value
+        # No paths or job ids: the same layers compared anywhere give the same bytes.
+        record = {"mask": mask_layer is not None, "mip": mip,
                   "truth_zero": "compared" if keep_truth_zero else "left out", "log_base": 2, **scores(totals)}
-        open_kv(url).put_json(results_key(result.job_id), record)
+        open_kv(url).put_json(results_key(name), record)
         kv.delete_prefix("")
         return []
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
-        record = read_result(url, result.job_id)
+        record = read_result(url, name)
         return text(record) if record else "no evaluation written"
 
     result.finish, result.outcome = finish, outcome
     return result, []
 
 
-def read_result(seg: str, job: str) -> dict[str, Any] | None:
-    return open_kv(urls.normalize(seg)).get_json(results_key(job))
+def read_result(seg: str, name: str) -> dict[str, Any] | None:
+    return open_kv(urls.normalize(seg)).get_json(results_key(name))
 
 
 def text(record: dict[str, Any]) -> str:
