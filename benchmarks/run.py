@@ -1423,6 +1423,13 @@ def _ws_data(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tupl
         with h5py.File(SHARED / f"gala_{split}_gt.lzf.h5") as f:
             gt = f["stack"][:]
         return stored.transpose(2, 1, 0), stored, gt, (10, 10, 10), False
+    if name == "neuroproof":  # raw FIB-SEM only: its inverted intensity is a weak boundary map
+        if not (SHARED / "neuroproof_sample2.h5").exists():
+            return None
+        with h5py.File(SHARED / "neuroproof_sample2.h5") as f:
+            stored = f["raw"][:]  # Z, Y, X uint8, dark membranes
+            gt = f["labels/neuron_ids"][:]
+        return stored.transpose(2, 1, 0), 1 - stored.astype(np.float32) / 255, gt, (10, 10, 10), True
     if not (SHARED / "snemi_mini_probabilities.tif").exists():
         return None
     stored = tifffile.imread(SHARED / "snemi_mini_probabilities.tif")  # uint8, high inside cells
@@ -1555,7 +1562,7 @@ def _ws_speed(work: Path, waterz: Path | None) -> dict | None:
 
 def bench_watershed(work: Path) -> dict:
     waterz = _waterz()
-    quality = {name: _ws_quality(work, name, waterz) for name in ("gala_train", "gala_test", "snemi")}
+    quality = {name: _ws_quality(work, name, waterz) for name in ("gala_train", "gala_test", "snemi", "neuroproof")}
     return {"quality": {k: v for k, v in quality.items() if v is not None}, "speed": _ws_speed(work, waterz),
             "waterz": WATERZ_VERSION if waterz is not None else None}
 

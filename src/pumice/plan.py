@@ -133,6 +133,9 @@ class Plan:
     # What the run produced, for the summary, from the tasks' summed results per stage (tasks of
     # this run only: a resumed run counts what it did).
     outcome: Callable[[dict[str, dict[str, float]]], str] | None = None
+    # What the job computed, as data, for ``--json`` summaries (operations that answer a question, like
+    # evaluate); None for those whose output is the layer they wrote.
+    result: Callable[[], Any] | None = None
     # How to build this plan again in another process (a queue worker hands over between stages and
     # runs ``finish`` there): set by the ``@planner`` decorator.
     recipe: dict[str, Any] | None = None

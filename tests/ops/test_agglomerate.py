@@ -126,6 +126,7 @@ def test_bad_input(cli, tmp_path):
         (["agglomerate", src, "--boundary", src, "--out", tmp_path / "o"], "segmentation"),
         (["agglomerate", seg, "--affinities", src, "--out", tmp_path / "o"], "3 (x, y, z)"),
         (["agglomerate", seg, "--boundary", src, "--out", tmp_path / "o", "--thresholds", "0.2,x"], "numbers"),
+        (["agglomerate", seg, "--out", tmp_path / "o"], "give --boundary IMAGE or --affinities AFF"),
     ]
     for argv, words in cases:
         code, _, err = cli(*argv, "--no-progress")

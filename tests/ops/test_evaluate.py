@@ -25,7 +25,7 @@ def skimage_scores(seg: np.ndarray, truth: np.ndarray, keep_zero: bool = False) 
 def evaluated(cli, seg, truth, *options) -> dict:
     code, out, err = cli("evaluate", seg, "--truth", truth, "--no-progress", "--json", *options)
     assert code == 0, err
-    return json.loads(out.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])["result"]
 
 
 def assert_same(record: dict, want: dict, tol: float = 1e-9) -> None:

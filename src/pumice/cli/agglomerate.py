@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "threshold, the edge table beside FRAGMENTS and neuclease's merge table; --apply DEST also "
                        "writes the bodies of the first threshold as a new segmentation (pumice remap).")
     p.add_argument("fragments", metavar="FRAGMENTS")
-    maps = p.add_mutually_exclusive_group(required=True)
+    maps = p.add_mutually_exclusive_group()  # one is needed: the planner says so in one line
     maps.add_argument("--boundary", metavar="IMAGE", help="a one-channel boundary map (high on membranes)")
     maps.add_argument("--affinities", metavar="AFF", help="three-channel affinities x, y, z (high inside objects)")
     p.add_argument("--invert", action="store_true", help="the map is the other way round: use 1 - value")

@@ -242,6 +242,7 @@ def summary_record(plan: Plan, report: local.RunReport) -> dict[str, Any]:
                    for s in report.stages},
         "outcome": plan.outcome({s.name: s.totals for s in report.stages}) if plan.outcome is not None and report.ran else None,
         "notes": report.notes, "recipe": plan.recipe,
+        **({"result": plan.result()} if plan.result is not None else {}),
     }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..ops import evaluate
 from .common import add_run_options, execute, memory_arg, vec_arg
@@ -32,13 +31,11 @@ def run(args: argparse.Namespace) -> int:
     plan, notes = evaluate.plan(args.path, truth=args.truth, mask=args.mask, keep_truth_zero=args.keep_truth_zero, name=args.name,
                                 mip=args.mip, fill_missing=args.fill_missing,
                                 shape=vec_arg(args.shape, "--shape", positive=True), **memory_arg(args))
-    execute(plan, notes, args)
-    if args.dry_run or args.queue:
+    execute(plan, notes, args)  # with --json, its summary holds the scores ("result")
+    if args.dry_run or args.queue or args.json_summary:
         return 0
     record = evaluate.read_result(args.path, plan.params["name"])
-    if args.json_summary:
-        print(json.dumps(record))
-    else:
+    if record is not None:
         print(f"VOI split (H(SEG|GT))  {record['voi_split']:.4f} bits\n"
               f"VOI merge (H(GT|SEG))  {record['voi_merge']:.4f} bits\n"
               f"VOI                    {record['voi']:.4f} bits\n"

@@ -288,6 +288,7 @@ def plan(seg: str, *, truth: str, mask: str | None = None, keep_truth_zero: bool
         return text(record) if record else "no evaluation written"
 
     result.finish, result.outcome = finish, outcome
+    result.result = lambda: read_result(url, name)
     return result, []
 
 
