@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="Gaussian smoothing in voxels of the finest axis, the same nm along the others (default 1; 0: none)")
     p.add_argument("--min-size", type=int, default=0, metavar="N",
                    help="fragments under N voxels (within a block) give up their seed: their voxels join the neighbours")
-    p.add_argument("--context", metavar="X,Y,Z", help="margin read around each block (default: 16 voxels along the "
+    p.add_argument("--context", metavar="X,Y,Z", help="margin read around each block (default: 32 voxels along the "
                    "finest axis, the same nm along the others)")
     p.add_argument("--shape", metavar="X,Y,Z", help="task block (default: from --memory); a multiple of the chunk")
     add_source_options(p)
