@@ -87,7 +87,7 @@ def _case(cli, root, shape="16,16,8"):
     root.mkdir(parents=True, exist_ok=True)
     _, boundary = objects_and_boundary(seed=3, shape=(64, 48, 32), count=20)
     src = ingest_array(cli, root / "boundary", boundary, "--resolution", "8,8,8", "--chunk-size", "16,16,8")
-    return ["watershed", str(src), str(root / "ws"), "--shape", shape, "--min-size", "10"], root / "ws"
+    return ["watershed", str(src), str(root / "ws"), "--shape", shape, "--min-size", "10", "--context", "8,8,8"], root / "ws"
 
 
 RUNNER_CASES = {"watershed": _case}

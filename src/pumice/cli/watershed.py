@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-size", type=int, default=0, metavar="N",
                    help="fragments under N voxels (within a block) give up their seed: their voxels join the neighbours")
     p.add_argument("--context", metavar="X,Y,Z", help="margin read around each block (default: 32 voxels along the "
-                   "finest axis, the same nm along the others)")
+                   "finest axis, the same nm along the others, more for blocks under 64 voxels: a block's centre is "
+                   "64 voxels from the edge of what is read)")
     p.add_argument("--shape", metavar="X,Y,Z", help="task block (default: from --memory); a multiple of the chunk")
     add_source_options(p)
     add_output_options(p, encodings=("raw", "compressed_segmentation"))

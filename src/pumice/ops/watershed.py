@@ -48,11 +48,21 @@ from .pyramid import read_box
 
 DEFAULT_MEMORY = 512 * 2**20
 BYTES_PER_VOXEL = 80  # per voxel read: the map (float64), smoothed, distance, seeds, labels, watershed's work
-# The context margin, in voxels along the finest axis (the same nm along the others). On neuroproof's
-# raw image (a weak boundary map) bodies in 64^3 blocks differed from the whole array's by VOI 0.18
-# with 16, 0.015 with 24 and 0.0005 with 32: floods reach that far.
+# The default context margin, in voxels along the finest axis (the same nm along the others): at
+# least CONTEXT, and enough that the block's centre is CENTRE_REACH from the edge of what is read.
+# On neuroproof's raw image (a weak boundary map) bodies in 64^3 blocks differed from the whole
+# array's by VOI 0.18 with a context of 16, 0.015 with 24, 0.0005 with 32; in 32^3 blocks by 0.034
+# with 32 and 0 with 48: floods reach that far, and small blocks have more voxels near their faces.
 CONTEXT = 32
-CONTEXT_READ = 3.4  # voxels read per block voxel with that context around a 128^3 block: how blocks are sized
+CENTRE_REACH = 64
+CONTEXT_READ = 3.0  # voxels read per block voxel (a 128^3 block with its context): how blocks are sized
+
+
+def default_context(block: Sequence[int], resolution: Sequence[float]) -> tuple[int, ...]:
+    """The context for ``block`` (voxels) at ``resolution`` (nm): see CONTEXT and CENTRE_REACH."""
+    finest = float(min(resolution))
+    return tuple(max(2, int(round(max(CONTEXT * finest, CENTRE_REACH * finest - b * r / 2) / r)))
+                 for b, r in zip(block, resolution))
 SEED_METHODS = ("minima", "distance")
 INPUTS = ("boundary", "affinities")
 
@@ -332,9 +342,7 @@ def plan(src: str, dest: str, *, input_kind: str | None = None, invert: bool = F
     kind, notes = check_source(source, input_kind)
     region = crop(source, mip, bounds)
     resolution = np.asarray(source.info.scale(mip).resolution, np.float64)
-    if context is None:  # CONTEXT voxels along the finest axis, the same nm along the others (at least 2)
-        context = tuple(max(2, int(round(CONTEXT * resolution.min() / r))) for r in resolution)
-    if any(c < 2 for c in context):
+    if context is not None and any(c < 2 for c in context):
         raise PumiceError(f"--context must be at least 2 voxels along every axis, got {format_vec(context)}")
     output = OutputOptions(chunk_size=chunk_size, encoding=encoding, sharded=sharded, num_mips=num_mips, factor=factor,
                            method="mode")
@@ -350,6 +358,8 @@ def plan(src: str, dest: str, *, input_kind: str | None = None, invert: bool = F
             raise PumiceError(f"--num-mips with a volume starting at {format_vec(base.voxel_offset)}, not on the "
                               f"{format_vec(total)} grid of its mips: run watershed without --num-mips, then "
                               f"`pumice downsample {urls.display(dest)}`")
+    if context is None:
+        context = default_context(block, resolution)
     grid = ccl.partition_of_grid(base.bounds, block, memory)
     rounds = ccl.rounds_for(grid)
     settings = WatershedSettings(kind, bool(invert), seed_method, float(threshold), float(sigma), int(min_size),
