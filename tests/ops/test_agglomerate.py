@@ -88,6 +88,31 @@ def test_equals_brute_force_agglomeration(cli, tmp_path, score):
     assert merges == sorted(merges) and merges[-1] > merges[0] > 0
 
 
+def test_affinities_give_the_same_bodies_as_the_boundary_they_encode(cli, tmp_path):
+    """Affinities of each face equal to 1 - the two voxels' mean boundary are the same costs: the
+    same mappings (and watershed reads 1 - their mean as its boundary)."""
+    _, boundary = objects_and_boundary(seed=7, shape=(32, 32, 16), count=6, noise=0.1, texture=0.3)
+    rng = np.random.default_rng(7)  # continuous values: no exact ties for rounding to reorder
+    boundary = np.clip(boundary / 255 + rng.normal(0, 0.01, boundary.shape), 0, 1).astype(np.float32)
+    values = boundary.astype(np.float64)
+    affinities = np.zeros(values.shape + (3,), np.float32)
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        affinities[tuple(hi) + (axis,)] = 1 - (values[tuple(lo)] + values[tuple(hi)]) / 2
+    src = ingest_array(cli, tmp_path / "boundary", boundary, *RES)
+    aff = ingest_array(cli, tmp_path / "aff", affinities, *RES)
+    run_json(cli, "watershed", src, tmp_path / "ws", "--shape", "16,16,8", "--no-progress")
+    for kind, layer in (("--boundary", src), ("--affinities", aff)):
+        run_json(cli, "agglomerate", tmp_path / "ws", kind, layer, "--out", tmp_path / f"agg-{kind.strip('-')}", "--thresholds",
+                 "0.3,0.5", "--name", f"edges-{kind.strip('-')}", "--no-progress")
+    for t in ("0.3", "0.5"):
+        a = pd.read_csv(tmp_path / "agg-boundary" / f"mapping-{t}.csv")
+        b = pd.read_csv(tmp_path / "agg-affinities" / f"mapping-{t}.csv")
+        assert a.equals(b) and (a["sv"] != a["body"]).sum() > 5, t
+
+
 def test_watershed_then_agglomerate_applies_bodies_and_feeds_cleave(cli, tmp_path):
     from pumice.ops.remap import read_mapping
     from pumice.serve.cleave import CleaveIndex, cleave, read_edge_table
