@@ -124,7 +124,7 @@ def test_spiral_through_every_block_is_one_component(cli, tmp_path, diagonal=Tru
     assert not out[data == 0].any()
     assert summary["stages"]["label"]["tasks"] == 512 and summary["stages"]["round1"]["tasks"] == 8
     if diagonal:  # corners only: apart with faces (6)
-        run_json(cli, "ccl", src, tmp_path / "cc6", "--shape", "8,8,8", "--connectivity", "6", "--no-progress")
+        run_json(cli, "ccl", src, tmp_path / "cc6", "--shape", "16,16,16", "--connectivity", "6", "--no-progress")
         six = output(tmp_path / "cc6")
         np.testing.assert_array_equal(canonical(six), canonical(cc3d.connected_components(data, connectivity=6)))
         assert six.max() > 500

@@ -27,14 +27,15 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 @pytest.mark.slow
 def test_pinky40_equals_cc3d(cli, tmp_path, shared_data):
-    """Connectivity 26 in blocks of 64^3 (the most seams, the widest slabs) and 128^3; 6 and 18 in 128^3."""
+    """Connectivity 26 in blocks of 64^3 (the most seams, the widest slabs); 18 and 6 in 128^3. (26 in
+    128^3 as well cost 22 s of the suite's 15 minutes and exercised nothing the others do not.)"""
     import gzip
 
     import crackle
 
     data = np.asfortranarray(crackle.decompress(gzip.decompress(shared_data("pinky40_seg_512.npy.ckl.gz").read_bytes())))
     src = ingest_array(cli, tmp_path / "pinky40", data, "--resolution", "32,32,40", "--type", "segmentation")
-    for connectivity, block in ((26, 64), (26, 128), (18, 128), (6, 128)):
+    for connectivity, block in ((26, 64), (18, 128), (6, 128)):
         out = tmp_path / f"cc{connectivity}-{block}"
         run_json(cli, "ccl", src, out, "--shape", f"{block},{block},{block}", "--connectivity", str(connectivity),
                  "--workers", "2", "--no-progress")
