@@ -665,6 +665,17 @@ def task_shape(shape: Sequence[int], base: Any, unit: Sequence[int] | None = Non
     return vec([min(s, n) for s, n in zip(shape, base.size)])
 
 
+def check_mips_grid(base: Any, factors: Sequence[Sequence[int]], dest: str, operation: str) -> None:
+    """Mips made in the same pass as ids need the volume to start on their grid: refuse otherwise."""
+    if not factors:
+        return
+    total = np.prod(np.asarray(factors), axis=0)
+    if any(o % t for o, t in zip(base.voxel_offset, total)):
+        raise PumiceError(f"--num-mips with a volume starting at {format_vec(base.voxel_offset)}, not on the "
+                          f"{format_vec(total)} grid of its mips: run {operation} without --num-mips, then "
+                          f"`pumice downsample {urls.display(dest)}`")
+
+
 def rounds_for(grid: Grid) -> int:
     """Rounds planned for the label exchange. A label's reach about doubles every two rounds (a chain
     of 512 partitions settles in 17), and no chain of face pieces is longer than the face voxels;
@@ -722,12 +733,7 @@ def plan(src: str, dest: str, *, connectivity: int = 26, threshold_gte: float | 
     base = info.scales[0]
     if shape is not None:
         block = task_shape(shape, base, block if factors else None)
-    if factors:
-        total = np.prod(np.asarray(factors), axis=0)
-        if any(o % t for o, t in zip(base.voxel_offset, total)):
-            raise PumiceError(f"--num-mips with a volume starting at {format_vec(base.voxel_offset)}, not on the "
-                              f"{format_vec(total)} grid of its mips: run ccl without --num-mips, then "
-                              f"`pumice downsample {urls.display(dest)}`")
+    check_mips_grid(base, factors, dest, "ccl")
     method_used = "mode" if factors else "average"
     if factors and method not in ("auto", "mode"):
         raise PumiceError("ccl's mips are made with --method mode (they hold ids)")

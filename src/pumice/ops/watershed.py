@@ -352,12 +352,7 @@ def plan(src: str, dest: str, *, input_kind: str | None = None, invert: bool = F
     base = info.scales[0]
     if shape is not None:
         block = ccl.task_shape(shape, base, block if factors else None)
-    if factors:
-        total = np.prod(np.asarray(factors), axis=0)
-        if any(o % t for o, t in zip(base.voxel_offset, total)):
-            raise PumiceError(f"--num-mips with a volume starting at {format_vec(base.voxel_offset)}, not on the "
-                              f"{format_vec(total)} grid of its mips: run watershed without --num-mips, then "
-                              f"`pumice downsample {urls.display(dest)}`")
+    ccl.check_mips_grid(base, factors, dest, "watershed")
     if context is None:
         context = default_context(block, resolution)
     grid = ccl.partition_of_grid(base.bounds, block, memory)
