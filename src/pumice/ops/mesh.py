@@ -225,9 +225,22 @@ class MeshMergeTask(Task):
 
 
 def _weld(fragments: list):
+    """One mesh from an object's block fragments: vertices at the same position (block-boundary
+    vertices, bit-identical by construction) become one; triangles left with a repeated vertex go.
+
+    Not zmesh's ``Mesh.consolidate``: it also drops every triangle whose vertex set repeats another's,
+    and simplification leaves such back-to-back pairs where thin parts collapse (a flat pocket, a
+    lone voxel): dropping them opened holes in real neurites (pinky40: 10,728 open edges on one
+    object)."""
     import zmesh
 
-    return zmesh.Mesh.concatenate(*fragments).consolidate()
+    vertices = np.concatenate([f.vertices for f in fragments]) + np.float32(0)  # -0.0 -> 0.0: unique compares bytes
+    offsets = np.cumsum([0] + [len(f.vertices) for f in fragments[:-1]])
+    faces = np.concatenate([f.faces.astype(np.int64) + o for f, o in zip(fragments, offsets)])
+    welded, inverse = np.unique(vertices, axis=0, return_inverse=True)
+    faces = inverse.reshape(-1)[faces]
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    return zmesh.Mesh(welded, faces[keep].astype(np.uint32), None)
 
 
 def _levels(mesh, count: int) -> list:

@@ -123,46 +123,82 @@ def _draco(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray, size: np
                           quantization_range=top, quantization_origin=[0, 0, 0], compression_level=5)
 
 
-def _snap_to_grid(mesh, origin: np.ndarray, grid: np.ndarray):
-    """Vertices within a hair of a cutting plane moved onto it: slivers across a plane made
-    zmesh.chunk_mesh abort (seen on a flat cap that simplification left 1e-4 nm either side)."""
-    import zmesh
-
-    v = mesh.vertices.astype(np.float64)
-    relative = (v - origin) / grid
+def _snap_to_grid(vertices: np.ndarray, origin: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Vertices within a hair of a grid plane moved onto it, so cutting makes no slivers (seen on
+    a flat cap that simplification left 1e-4 nm either side of a plane)."""
+    relative = (vertices - origin) / grid
     nearest = np.round(relative)
-    near = np.abs(relative - nearest) < 1e-4
-    if not near.any():
-        return mesh
-    return zmesh.Mesh(np.where(near, origin + nearest * grid, v).astype(np.float32), mesh.faces, None)
+    return np.where(np.abs(relative - nearest) < 1e-4, origin + nearest * grid, vertices)
 
 
-def _split_uncut(mesh, origin: np.ndarray, grid: np.ndarray) -> dict[tuple, list] | None:
-    """Triangles grouped by the grid cell holding their centroid, when every triangle lies within
-    its cell (forge's blocks on that grid give exactly this at level 0); None if one crosses.
+def cut_into_cells(vertices: np.ndarray, faces: np.ndarray, origin: np.ndarray,
+                   grid: np.ndarray) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
+    """Split a mesh at every plane of the grid (``origin`` + k * ``grid``) and group its triangles
+    by the cell holding each: {cell: (vertices, faces)}.
 
-    Needed because zmesh.chunk_mesh mishandles triangles with an edge on one cutting plane and a
-    vertex on another: it leaves a zero-area sliver in the neighbour cell (which Draco drops) and
-    no triangle in its own, opening a hole.
+    A triangle crossing a plane becomes two (a corner on the plane) or three; the new vertex on
+    an edge is computed once from the edge's two vertices, so the triangles on both sides of an
+    edge share it and the pieces weld exactly. Planes are taken one at a time over all triangles,
+    so an edge crossing several planes is cut at each by the same computation from both sides.
+    Not zmesh.chunk_mesh: it left a zero-area sliver in the neighbouring cell and no triangle in
+    its own for a triangle with an edge on one plane and a corner on another, opening holes.
     """
-    import zmesh
-
-    if not len(mesh.faces):
-        return None
-    v = mesh.vertices.astype(np.float64)
-    f = mesh.faces.astype(np.int64)
-    corners = (v[f] - origin) / grid  # triangle x corner x axis, in cells
-    cell = np.floor(corners.mean(axis=1)).astype(np.int64)
-    slack = 1e-5
-    if (corners < cell[:, None, :] - slack).any() or (corners > cell[:, None, :] + 1 + slack).any():
-        return None
+    v = _snap_to_grid(np.asarray(vertices, dtype=np.float64), origin, grid)
+    f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    tolerance = 1e-7
+    for axis in range(3):
+        position = (v[:, axis] - origin[axis]) / grid[axis]
+        if not len(f):
+            break
+        corners = position[f]
+        planes = np.arange(np.floor(corners.min()) + 1, np.ceil(corners.max()))
+        for plane in planes:
+            position = (v[:, axis] - origin[axis]) / grid[axis]
+            side = position[f] - plane
+            side = np.where(np.abs(side) < tolerance, 0.0, np.sign(side))
+            crossing = (side < 0).any(axis=1) & (side > 0).any(axis=1)
+            if not crossing.any():
+                continue
+            tri, sides = f[crossing], side[crossing]
+            # Rotate each triangle (keeping its orientation) so its pivot comes first: the corner on
+            # the plane when there is one, else the corner alone on its side.
+            on_plane = sides == 0
+            alone = (sides != np.roll(sides, 1, axis=1)) & (sides != np.roll(sides, -1, axis=1))
+            pivot = np.where(on_plane.any(axis=1), np.argmax(on_plane, axis=1), np.argmax(alone, axis=1))
+            order = (pivot[:, None] + np.arange(3)) % 3
+            tri = np.take_along_axis(tri, order, axis=1)
+            one_cut = np.take_along_axis(on_plane, order, axis=1)[:, 0]
+            # Edges to cut: b-c for a corner on the plane, a-b and a-c otherwise.
+            a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+            edges = np.concatenate([np.stack([b[one_cut], c[one_cut]], 1),
+                                    np.stack([a[~one_cut], b[~one_cut]], 1), np.stack([a[~one_cut], c[~one_cut]], 1)])
+            low, high = edges.min(axis=1), edges.max(axis=1)
+            keys, inverse = np.unique(np.stack([low, high], 1), axis=0, return_inverse=True)
+            inverse = inverse.reshape(-1)
+            p, q = v[keys[:, 0]], v[keys[:, 1]]
+            t = (plane - position[keys[:, 0]]) / (position[keys[:, 1]] - position[keys[:, 0]])
+            new = p + (q - p) * t[:, None]
+            new[:, axis] = origin[axis] + plane * grid[axis]
+            ids = len(v) + inverse
+            v = np.concatenate([v, new])
+            n1 = int(one_cut.sum())
+            x = ids[:n1]
+            ab, ac = ids[n1 : n1 + int((~one_cut).sum())], ids[n1 + int((~one_cut).sum()) :]
+            a1, b1, c1 = a[one_cut], b[one_cut], c[one_cut]
+            a2, b2, c2 = a[~one_cut], b[~one_cut], c[~one_cut]
+            pieces = [np.stack([a1, b1, x], 1), np.stack([a1, x, c1], 1),
+                      np.stack([a2, ab, ac], 1), np.stack([ab, b2, c2], 1), np.stack([ab, c2, ac], 1)]
+            f = np.concatenate([f[~crossing], *pieces])
+    out: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+    if not len(f):
+        return out
+    cell = np.floor(((v[f].mean(axis=1)) - origin) / grid).astype(np.int64)
     order = np.lexsort(cell.T[::-1])
     cell, f = cell[order], f[order]
     starts = np.flatnonzero(np.r_[True, (np.diff(cell, axis=0) != 0).any(axis=1)])
-    out: dict[tuple, list] = {}
     for start, end in zip(starts, np.r_[starts[1:], len(f)]):
         used, local = np.unique(f[start:end], return_inverse=True)
-        out[tuple(int(c) for c in cell[start])] = [zmesh.Mesh(v[used].astype(np.float32), local.reshape(-1, 3).astype(np.uint32), None)]
+        out[tuple(int(c) for c in cell[start])] = (v[used], local.reshape(-1, 3))
     return out
 
 
@@ -170,14 +206,12 @@ def multires_mesh(lods: Sequence, lod_scale: float, grid_origin: Sequence[float]
     """Encode one object: (fragment data, manifest) from its meshes, finest first.
 
     Level 0's octree nodes are ``chunk`` (nm) on a grid from ``grid_origin``; forge's blocks on
-    that grid have no triangle crossing a node boundary, so cutting level 0 adds no triangles.
-    Every coarser level is cut on its children's grid (the format requires that no triangle of a
-    level above 0 crosses that 2x2x2 partition), and each node holds the pieces of its 8
-    children. Every node's parent is listed, empty if need be, so the viewer's descent from the
-    top reaches every fragment.
+    that grid leave few triangles crossing a node boundary (simplified caps at the volume's low
+    faces), which are cut. Every coarser level is cut on its children's grid (the format requires
+    that no triangle of a level above 0 crosses that 2x2x2 partition), and each node holds the
+    pieces of its 8 children. Every node's parent is listed, empty if need be, so the viewer's
+    descent from the top reaches every fragment.
     """
-    import zmesh
-
     num_lods = len(lods)
     chunk = np.asarray(chunk, dtype=np.float64)
     everything = np.concatenate([m.vertices for m in lods if len(m.vertices)]).astype(np.float64)
@@ -186,21 +220,19 @@ def multires_mesh(lods: Sequence, lod_scale: float, grid_origin: Sequence[float]
     lo = np.asarray(grid_origin, dtype=np.float64) + np.floor((everything.min(axis=0) - grid_origin) / top) * top
     per_lod: list[dict[tuple, bytes]] = []
     for lod, mesh in enumerate(lods):
-        pieces: dict[tuple, list] = (_split_uncut(mesh, lo, chunk) if lod == 0 else None) or {}
-        if len(mesh.faces) and not pieces:
+        pieces: dict[tuple, tuple] = {}
+        if len(mesh.faces):
             grid = chunk * (1 << max(lod - 1, 0))
-            for child, piece in zmesh.chunk_mesh(_snap_to_grid(mesh, lo, grid), grid, tuple(lo)).items():
-                if len(piece.faces):
-                    node = tuple(int(c) >> (1 if lod else 0) for c in child)
-                    pieces.setdefault(node, []).append(piece)
+            for child, piece in cut_into_cells(mesh.vertices, mesh.faces, lo, grid).items():
+                pieces.setdefault(tuple(int(c) >> (1 if lod else 0) for c in child), []).append(piece)
         size = chunk * (1 << lod)
         encoded = {}
         for node, parts in pieces.items():
-            v = np.concatenate([p.vertices for p in parts]).astype(np.float64)
+            v = np.concatenate([p[0] for p in parts]).astype(np.float64)
             f, offset = [], 0
             for p in parts:
-                f.append(p.faces + offset)
-                offset += len(p.vertices)
+                f.append(p[1] + offset)
+                offset += len(p[0])
             encoded[node] = _draco(v, np.concatenate(f), lo + np.array(node) * size, size)
         if per_lod:  # parents of the finer level's nodes, empty where this level has nothing
             for node in per_lod[-1]:
