@@ -10,6 +10,7 @@ from cloudvolume import CloudVolume
 from pumice.ops import mesh
 from pumice.storage import meshes, sharding
 from framework import LABELS, Resume, ingest_array, ingested, runner_labels
+from reference import mesh_deviation
 
 RES = (8.0, 8.0, 12.0)
 OFFSET = (3, 7, 11)
@@ -65,35 +66,6 @@ def _volume(vertices, faces) -> float:
     return abs(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum() / 6)
 
 
-def _point_triangle_distance(points, tri):
-    """Distance from each point to the nearest of the triangles (exact, vectorized)."""
-    best = np.full(len(points), np.inf)
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    for start in range(0, len(points), 256):
-        p = points[start : start + 256, None, :]
-        ab, ac, ap = b - a, c - a, p - a
-        d1, d2 = (ab * ap).sum(-1), (ac * ap).sum(-1)
-        bp = p - b
-        d3, d4 = (ab * bp).sum(-1), (ac * bp).sum(-1)
-        cp = p - c
-        d5, d6 = (ab * cp).sum(-1), (ac * cp).sum(-1)
-        va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
-        denom = va + vb + vc
-        with np.errstate(divide="ignore", invalid="ignore"):
-            v = np.where(denom != 0, vb / denom, 0)
-            w = np.where(denom != 0, vc / denom, 0)
-        inside = a + ab * v[..., None] + ac * w[..., None]
-        # Clamp to edges where the projection falls outside: take the best of the three edges too.
-        candidates = [np.where(((va >= 0) & (vb >= 0) & (vc >= 0))[..., None], inside, np.inf)]
-        for s, e in ((a, b), (b, c), (c, a)):
-            se = e - s
-            t = np.clip(((p - s) * se).sum(-1) / np.maximum((se * se).sum(-1), 1e-12), 0, 1)
-            candidates.append(s + se * t[..., None])
-        dist = np.min([np.linalg.norm(p - q, axis=-1) for q in candidates], axis=0)
-        best[start : start + 256] = dist.min(axis=1)
-    return best
-
-
 @pytest.mark.parametrize("sharded", [False, True])
 def test_unsimplified_meshes_are_closed_and_enclose_the_voxels(seg, cli, sharded):
     path, lab = seg
@@ -124,8 +96,38 @@ def test_simplified_vertices_stay_within_max_error(seg, cli, tmp_path):
     simple = _get(CloudVolume(f"file://{path}", mesh_dir="simple"), 7)
     assert len(simple.faces) < len(plain.faces) / 2
     assert _closed(_weld(simple.vertices, simple.faces))
-    distance = _point_triangle_distance(simple.vertices.astype(np.float64), plain.vertices.astype(np.float64)[plain.faces])
-    assert distance.max() <= 10 + 1e-3
+    assert mesh_deviation(simple.vertices, simple.faces, plain.vertices, plain.faces) <= 10 + 1e-3
+
+
+def _shapes() -> np.ndarray:
+    """X, Y, Z labels at 16 x 16 x 20 nm: a sphere, a torus, and a tube crossing four 32^3 blocks."""
+    shape = (128, 72, 64)
+    x, y, z = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    zz = z * 20 / 16  # isotropic units of 16 nm
+    lab = np.zeros(shape, np.uint32)
+    lab[(x - 30) ** 2 + (y - 36) ** 2 + (zz - 40) ** 2 < 22**2] = 1
+    ring = np.sqrt((x - 88) ** 2 + (y - 36) ** 2) - 20
+    lab[ring**2 + (zz - 40) ** 2 < 8**2] = 2
+    lab[(5 <= x) & (x < 123) & ((y - 62) ** 2 + (zz - 16) ** 2 < 5**2)] = 3
+    return lab
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_simplified_shapes_stay_within_max_error_closed_and_hold_their_volume(tmp_path, cli, sharded):
+    """The deviation is measured both ways against the unsimplified surface, not assumed."""
+    lab = _shapes()
+    path = ingest_array(cli, tmp_path / "shapes", lab, "--resolution", "16,16,20", "--chunk-size", "32,32,32")
+    flags = ["--shape", "32,32,32", "--no-progress", *(["--sharded"] if sharded else [])]
+    assert cli("mesh", path, *flags)[0] == 0  # default: max error 40 nm
+    assert cli("mesh", path, *flags, "--no-simplify", "--dir", "plain")[0] == 0
+    plain, simple = (CloudVolume(f"file://{path}", mesh_dir=d) for d in ("plain", "mesh"))
+    for label in (1, 2, 3):
+        a, b = _get(plain, label), _get(simple, label)
+        assert len(b.faces) < len(a.faces) / 4, label
+        assert _closed(_weld(b.vertices, b.faces)), label
+        assert mesh_deviation(b.vertices, b.faces, a.vertices, a.faces) <= 40, label
+        expected = (lab == label).sum() * 16 * 16 * 20
+        assert abs(_volume(b.vertices, b.faces) - expected) / expected < 0.05, label
 
 
 @pytest.mark.parametrize("sharded", [False, True])
