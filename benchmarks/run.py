@@ -271,11 +271,6 @@ def show_pyramid(r: dict) -> None:
 # -- meshes: the real pinky40 segmentation ------------------------------------------------------------
 
 PINKY = ROOT.parent / "shared" / "data" / "pinky40_seg_512.npy.ckl.gz"
-# Igneous 4.37 on the same layer (create_meshing_tasks defaults: 448^3 blocks, simplification factor
-# 100, max error 40): the issue's reference is ~380 s for forge in one process; measured here on
-# 2026-11-21: its 448^3 block alone took 303 s in one process; its fragments hold 9,163,326
-# triangles (2,523 objects), 86.4 MB gzip-compressed.
-IGNEOUS["mesh"] = {"seconds": 380.0, "triangles": 9_163_326, "objects": 2523, "output_mib": 86_668_419 / 2**20}
 
 
 def _pinky_layer(work: Path) -> Path | None:
@@ -316,15 +311,118 @@ def _mesh_bound(layer: Path) -> dict:
     return {"seconds": time.perf_counter() - start, "fragment_triangles": triangles, **clock}
 
 
+def _igneous_mesh(igneous: Path, layer: Path, work: Path, sharded: bool) -> dict:
+    """Igneous's forge and merge with default settings, 2 processes (``-p 2 execute``) over a queue
+    directory, on a fresh copy of the layer: wall seconds (all four commands) and peak RSS."""
+    copy = work / "pinky40_mesh_igneous"
+    queue = work / "igneous_mesh_queue"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(layer, copy, ignore=shutil.ignore_patterns("mesh*", ".pumice", "skeletons*"))
+    steps = []
+    for command in (["mesh", "forge", f"file://{copy}", "--queue", str(queue), *(["--sharded"] if sharded else [])],
+                    ["mesh", "merge-sharded" if sharded else "merge", f"file://{copy}", "--queue", str(queue)]):
+        shutil.rmtree(queue, ignore_errors=True)
+        steps.append(_watched_command([str(igneous), *command]))  # enqueue
+        steps.append(_watched_command([str(igneous), "-p", "2", "execute", "--exit-on-empty", str(queue)]))
+    return {"sharded": sharded, "seconds": sum(step[0] for step in steps), "forge_seconds": steps[0][0] + steps[1][0],
+            "merge_seconds": steps[2][0] + steps[3][0], "peak_rss_mib": max(step[1] for step in steps) / 2**20, "layer": copy}
+
+
+def _mesh_dir(path: Path) -> str:
+    """The layer's own mesh directory (Igneous names it mesh_mip_0_err_40)."""
+    return json.loads((path / "info").read_text()).get("mesh", "mesh")
+
+
+def _mesh_of(path: Path, mesh_dir: str, label: int):
+    from cloudvolume import CloudVolume
+
+    got = CloudVolume(f"file://{path}", mesh_dir=mesh_dir, progress=False).mesh.get(label)
+    return got[label] if isinstance(got, dict) else got
+
+
+def _open_edges(vertices: np.ndarray, faces: np.ndarray) -> int:
+    """Edges without a partner the other way after welding vertices to 1e-3 nm (0 = closed)."""
+    _, inverse = np.unique(np.round(vertices.astype(np.float64), 3) + 0.0, axis=0, return_inverse=True)
+    f = inverse.reshape(-1)[faces]
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+    directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    edges, index = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True)
+    balance = np.bincount(index.reshape(-1), weights=np.where(directed[:, 0] < directed[:, 1], 1, -1), minlength=len(edges))
+    return int((balance != 0).sum())
+
+
+def _enclosed(vertices: np.ndarray, faces: np.ndarray) -> float:
+    t = vertices.astype(np.float64)[faces]
+    return abs(float(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum()) / 6)
+
+
+def _mesh_quality(layer: Path, work: Path, igneous_layer: Path | None) -> dict:
+    """The 20 largest objects: two-sided deviation of the default meshes from the unsimplified
+    surface (pumice mesh --no-simplify of the same objects), open edges after welding, enclosed
+    volume against the voxels' (Igneous's meshes: open edges and volume)."""
+    import fastremap
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from reference import mesh_deviation
+
+    labels = _pinky_array(layer)
+    ids, counts = fastremap.unique(labels, return_counts=True)
+    labels = None
+    keep = ids != 0
+    ids, counts = ids[keep], counts[keep]
+    top = ids[np.argsort(-counts, kind="stable")[:20]].tolist()
+    voxels = dict(zip(ids.tolist(), counts.tolist()))
+    target = work / "pinky40_mesh"
+    _pumice("mesh", str(target), "--no-simplify", "--ids", ",".join(map(str, top)), "--dir", "plain", "--workers", "2",
+            "--no-progress")
+    rows = []
+    for label in top:
+        plain, simple = _mesh_of(target, "plain", label), _mesh_of(target, "mesh", label)
+        expected = voxels[label] * 32 * 32 * 40
+        row = {"id": label, "triangles": len(simple.faces), "plain_triangles": len(plain.faces),
+               "deviation_nm": mesh_deviation(simple.vertices, simple.faces, plain.vertices, plain.faces),
+               "open_edges": _open_edges(simple.vertices, simple.faces),
+               "volume_error": _enclosed(simple.vertices, simple.faces) / expected - 1}
+        if igneous_layer is not None:
+            theirs = _mesh_of(igneous_layer, _mesh_dir(igneous_layer), label)
+            row.update(igneous_triangles=len(theirs.faces), igneous_open_edges=_open_edges(theirs.vertices, theirs.faces),
+                       igneous_volume_error=_enclosed(theirs.vertices, theirs.faces) / expected - 1)
+        rows.append(row)
+    return {"objects": rows, "max_deviation_nm": max(r["deviation_nm"] for r in rows),
+            "open_edges": sum(r["open_edges"] for r in rows),
+            "worst_volume_error": max(abs(r["volume_error"]) for r in rows)}
+
+
+def _legacy_meshes(path: Path) -> tuple[int, int]:
+    """(objects, triangles) of a legacy mesh directory, Igneous's or ours: ``<id>:0`` is a manifest,
+    ``<id>:0:<anything>`` a fragment (gzip-compressed by CloudFiles as name.gz)."""
+    import gzip as gz
+    import re
+
+    objects = triangles = 0
+    for f in (path / _mesh_dir(path)).iterdir():
+        name = f.name.removesuffix(".gz")
+        if re.fullmatch(r"\d+:0", name):
+            objects += 1
+        elif re.fullmatch(r"\d+:0:.+", name):
+            blob = f.read_bytes()
+            blob = gz.decompress(blob) if f.name.endswith(".gz") else blob
+            n = int(np.frombuffer(blob[:4], "<u4")[0])
+            triangles += (len(blob) - 4 - 12 * n) // 12
+    return objects, triangles
+
+
 def bench_mesh(work: Path) -> dict:
-    """`pumice mesh` with default settings on pinky40 (512^3, 2,524 ids), both formats, 2 workers."""
+    """`pumice mesh` with default settings on pinky40 (512^3, 2,524 ids), both formats, 2 workers,
+    beside Igneous's forge + merge with 2 processes in the same run; the 20 largest objects' quality."""
     layer = _pinky_layer(work)
     if layer is None:
         return {"skipped": f"{PINKY} not found"}
     voxels = 512**3
     bound = _mesh_bound(layer)
-    rows = []
-    for sharded in (False, True):
+    igneous = _igneous()
+    rows, theirs = [], []
+    for sharded in (True, False):  # legacy last: the quality check reads both tools' legacy meshes
         target = work / "pinky40_mesh"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(layer, target, ignore=shutil.ignore_patterns("mesh*", ".pumice"))
@@ -340,31 +438,57 @@ def bench_mesh(work: Path) -> dict:
                      "forge_task_seconds": {k: int(round(v)) for k, v in task_time.items()},
                      "output_bytes": sum(f.stat().st_size for f in (target / "mesh").rglob("*")
                                          if f.is_file() and ".pumice" not in f.parts)})
+        if igneous is not None:
+            run = _igneous_mesh(igneous, layer, work, sharded)
+            if not sharded:
+                run["objects"], run["triangles"] = _legacy_meshes(run["layer"])
+            theirs.append(run)
+    quality = _mesh_quality(layer, work, next((t["layer"] for t in theirs if not t["sharded"]), None))
+    for t in theirs:
+        t.pop("layer", None)
     return {"work": "pinky40 512^3 uint32 at 32,32,40 nm, default settings (max error 40, 128^3 forge blocks)",
-            "voxels": voxels, "bound": bound, "igneous": IGNEOUS["mesh"], "runs": rows}
+            "voxels": voxels, "bound": bound, "igneous": theirs or None, "igneous_version": IGNEOUS_VERSION,
+            "runs": sorted(rows, key=lambda row: row["sharded"]), "quality": quality}
 
 
 def show_mesh(r: dict) -> None:
     if "skipped" in r:
         print(f"mesh: skipped ({r['skipped']})")
         return
-    v, b, ig = r["voxels"] / 1e6, r["bound"], r["igneous"]
+    v, b = r["voxels"] / 1e6, r["bound"]
     print(f"mesh: {r['work']}")
     print(f"  bound (zmesh alone, volume in memory, 1 process): {b['seconds']:.0f} s = {v / b['seconds']:.2f} MVx/s "
           f"(simplification {b['simplify_seconds']:.0f} s, marching cubes {b['marching_cubes_seconds']:.0f} s), "
           f"{b['fragment_triangles']:,} fragment triangles")
-    print(f"  Igneous: forge {ig['seconds']:.0f} s in 1 process (reference), {ig['triangles']:,} triangles, "
-          f"{ig['output_mib']:.1f} MiB")
+    theirs = {t["sharded"]: t for t in (r.get("igneous") or [])}
     for row in r["runs"]:
         t = row["forge_task_seconds"]
         print(f"  pumice mesh{' --sharded' if row['sharded'] else '          '}, 2 workers: {row['seconds']:.1f} s wall "
-              f"({v / row['seconds']:.2f} MVx/s, {ig['seconds'] / row['seconds']:.2f}x Igneous' forge alone; forge "
-              f"{row['forge_seconds']:.0f} s + merge {row['merge_seconds']:.0f} s), peak RSS {row['peak_rss_mib']:.0f} MiB, "
-              f"{row['objects']} objects, {row['triangles']:,} triangles ({row['triangles'] / ig['triangles']:.2f}x Igneous), "
+              f"({v / row['seconds']:.2f} MVx/s; forge {row['forge_seconds']:.0f} s + merge {row['merge_seconds']:.0f} s), "
+              f"peak RSS {row['peak_rss_mib']:.0f} MiB, {row['objects']} objects, {row['triangles']:,} triangles, "
               f"output {row['output_bytes'] / 2**20:.1f} MiB")
+        mc_io = t["marching_cubes"] + t["io"]
         print(f"      forge task time {t['total']} s = simplification {t['simplify']} s + marching cubes "
-              f"{t['marching_cubes']} s + reading, padding and writing {t['io']} s; bound/wall = "
-              f"{b['seconds'] / row['seconds']:.2f} (2 workers)")
+              f"{t['marching_cubes']} s + reading, padding and writing {t['io']} s: "
+              f"{t['total'] / max(mc_io, 1):.1f}x marching cubes plus I/O (goal: 3x)")
+        ig = theirs.get(row["sharded"])
+        if ig:
+            extra = (f", {ig['objects']} objects, {ig['triangles']:,} triangles (pumice {row['triangles'] / ig['triangles']:.2f}x)"
+                     if "triangles" in ig else "")
+            print(f"      Igneous ({r['igneous_version']}) forge + {'merge-sharded' if ig['sharded'] else 'merge'}, -p 2: "
+                  f"{ig['seconds']:.1f} s wall (forge {ig['forge_seconds']:.0f} s + merge {ig['merge_seconds']:.0f} s), peak RSS "
+                  f"{ig['peak_rss_mib']:.0f} MiB{extra}; pumice is {ig['seconds'] / row['seconds']:.2f}x faster (goal: 4x)")
+    if not theirs:
+        print("  Igneous: not measured (could not install igneous-pipeline)")
+    q = r["quality"]
+    print(f"  20 largest objects, legacy: max two-sided deviation from the unsimplified surface {q['max_deviation_nm']:.1f} nm "
+          f"(bound: --max-error 40), open edges after welding {q['open_edges']}, worst enclosed volume error "
+          f"{100 * q['worst_volume_error']:.1f}% (bound 5%)")
+    if q["objects"] and "igneous_open_edges" in q["objects"][0]:
+        print(f"      Igneous's meshes of the same objects: open edges {sum(o['igneous_open_edges'] for o in q['objects'])}, "
+              f"worst enclosed volume error {100 * max(abs(o['igneous_volume_error']) for o in q['objects']):.1f}%, "
+              f"{sum(o['igneous_triangles'] for o in q['objects']):,} triangles (pumice "
+              f"{sum(o['triangles'] for o in q['objects']):,})")
 
 
 def bench_skeleton(work: Path) -> dict:
