@@ -393,7 +393,22 @@ def _mesh_quality(layer: Path, work: Path, igneous_layer: Path | None) -> dict:
                                                                          plain.faces),
                        igneous_volume_error=_enclosed(theirs.vertices, theirs.faces) / expected - 1)
         rows.append(row)
-    return {"objects": rows, "max_deviation_nm": max(r["deviation_nm"] for r in rows),
+    # Levels of detail (sharded multi-resolution, 3 levels): each level's deviation from the unsimplified surface.
+    _pumice("mesh", str(target), "--sharded", "--ids", ",".join(map(str, top)), "--dir", "levels", "--workers", "2",
+            "--no-progress")
+    from cloudvolume import CloudVolume
+
+    levels = CloudVolume(f"file://{target}", mesh_dir="levels", progress=False).mesh
+    lods = []
+    for lod in range(3):
+        worst, triangles = 0.0, 0
+        for label in top:
+            plain, got = _mesh_of(target, "plain", label), levels.get(label, lod=lod)
+            got = got[label] if isinstance(got, dict) else got
+            triangles += len(got.faces)
+            worst = max(worst, mesh_deviation(got.vertices, got.faces, plain.vertices, plain.faces, vertices=False))
+        lods.append({"lod": lod, "triangles": triangles, "deviation_nm": worst})
+    return {"objects": rows, "levels": lods, "max_deviation_nm": max(r["deviation_nm"] for r in rows),
             "max_deviation_with_vertices_nm": max(r["deviation_with_vertices_nm"] for r in rows),
             "open_edges": sum(r["open_edges"] for r in rows),
             "worst_volume_error": max(abs(r["volume_error"]) for r in rows)}
@@ -491,6 +506,10 @@ def show_mesh(r: dict) -> None:
           f"over 4,000 samples each way ({q['max_deviation_with_vertices_nm']:.1f} nm counting every vertex too; bound: "
           f"--max-error 40), open edges after welding {q['open_edges']}, worst enclosed volume error "
           f"{100 * q['worst_volume_error']:.1f}% (bound 5%)")
+    if q.get("levels"):
+        print("      sharded levels of detail of the same objects (zmesh.simplify_fqmr, a quarter of the triangles each): "
+              + "; ".join(f"level {x['lod']} {x['triangles']:,} triangles, deviation {x['deviation_nm']:.0f} nm"
+                          for x in q["levels"]))
     if q["objects"] and "igneous_open_edges" in q["objects"][0]:
         objects = q["objects"]
         print(f"      Igneous's meshes of the same objects: deviation {max(o['igneous_deviation_nm'] for o in objects):.1f} nm "
