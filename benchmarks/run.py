@@ -340,22 +340,6 @@ def _mesh_of(path: Path, mesh_dir: str, label: int):
     return got[label] if isinstance(got, dict) else got
 
 
-def _open_edges(vertices: np.ndarray, faces: np.ndarray) -> int:
-    """Edges without a partner the other way after welding vertices to 1e-3 nm (0 = closed)."""
-    _, inverse = np.unique(np.round(vertices.astype(np.float64), 3) + 0.0, axis=0, return_inverse=True)
-    f = inverse.reshape(-1)[faces]
-    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
-    directed = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    edges, index = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True)
-    balance = np.bincount(index.reshape(-1), weights=np.where(directed[:, 0] < directed[:, 1], 1, -1), minlength=len(edges))
-    return int((balance != 0).sum())
-
-
-def _enclosed(vertices: np.ndarray, faces: np.ndarray) -> float:
-    t = vertices.astype(np.float64)[faces]
-    return abs(float(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum()) / 6)
-
-
 def _mesh_quality(layer: Path, work: Path, igneous_layer: Path | None) -> dict:
     """The 20 largest objects: two-sided deviation of the default meshes from the unsimplified
     surface (pumice mesh --no-simplify of the same objects), open edges after welding, enclosed
@@ -363,7 +347,10 @@ def _mesh_quality(layer: Path, work: Path, igneous_layer: Path | None) -> dict:
     import fastremap
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from reference import mesh_deviation
+    from reference import enclosed_volume, mesh_deviation, unmatched_edges, weld_faces
+
+    def open_edges(mesh) -> int:  # after welding vertices to 1e-3 nm
+        return unmatched_edges(weld_faces(mesh.vertices, mesh.faces, decimals=3))
 
     labels = _pinky_array(layer)
     ids, counts = fastremap.unique(labels, return_counts=True)
@@ -375,23 +362,24 @@ def _mesh_quality(layer: Path, work: Path, igneous_layer: Path | None) -> dict:
     target = work / "pinky40_mesh"
     _pumice("mesh", str(target), "--no-simplify", "--ids", ",".join(map(str, top)), "--dir", "plain", "--workers", "2",
             "--no-progress")
+    plains = {label: _mesh_of(target, "plain", label) for label in top}
     rows = []
     for label in top:
-        plain, simple = _mesh_of(target, "plain", label), _mesh_of(target, "mesh", label)
+        plain, simple = plains[label], _mesh_of(target, "mesh", label)
         expected = voxels[label] * 32 * 32 * 40
         row = {"id": label, "triangles": len(simple.faces), "plain_triangles": len(plain.faces),
                "deviation_nm": mesh_deviation(simple.vertices, simple.faces, plain.vertices, plain.faces, vertices=False),
                "deviation_with_vertices_nm": mesh_deviation(simple.vertices, simple.faces, plain.vertices, plain.faces),
-               "open_edges": _open_edges(simple.vertices, simple.faces),
-               "volume_error": _enclosed(simple.vertices, simple.faces) / expected - 1}
+               "open_edges": open_edges(simple),
+               "volume_error": enclosed_volume(simple.vertices, simple.faces) / expected - 1}
         if igneous_layer is not None:
             theirs = _mesh_of(igneous_layer, _mesh_dir(igneous_layer), label)
-            row.update(igneous_triangles=len(theirs.faces), igneous_open_edges=_open_edges(theirs.vertices, theirs.faces),
+            row.update(igneous_triangles=len(theirs.faces), igneous_open_edges=open_edges(theirs),
                        igneous_deviation_nm=mesh_deviation(theirs.vertices, theirs.faces, plain.vertices, plain.faces,
                                                            vertices=False),
                        igneous_deviation_with_vertices_nm=mesh_deviation(theirs.vertices, theirs.faces, plain.vertices,
                                                                          plain.faces),
-                       igneous_volume_error=_enclosed(theirs.vertices, theirs.faces) / expected - 1)
+                       igneous_volume_error=enclosed_volume(theirs.vertices, theirs.faces) / expected - 1)
         rows.append(row)
     # Levels of detail (sharded multi-resolution, 3 levels): each level's deviation from the unsimplified surface.
     _pumice("mesh", str(target), "--sharded", "--ids", ",".join(map(str, top)), "--dir", "levels", "--workers", "2",
@@ -403,7 +391,7 @@ def _mesh_quality(layer: Path, work: Path, igneous_layer: Path | None) -> dict:
     for lod in range(3):
         worst, triangles = 0.0, 0
         for label in top:
-            plain, got = _mesh_of(target, "plain", label), levels.get(label, lod=lod)
+            plain, got = plains[label], levels.get(label, lod=lod)
             got = got[label] if isinstance(got, dict) else got
             triangles += len(got.faces)
             worst = max(worst, mesh_deviation(got.vertices, got.faces, plain.vertices, plain.faces, vertices=False))

@@ -158,3 +158,36 @@ def mesh_deviation(a_vertices, a_faces, b_vertices, b_faces, samples: int = 4000
     ab = igl.point_mesh_squared_distance(points(a_vertices, a_faces), b_vertices, b_faces)[0]
     ba = igl.point_mesh_squared_distance(points(b_vertices, b_faces), a_vertices, a_faces)[0]
     return float(np.sqrt(max(ab.max(), ba.max())))
+
+
+def weld_faces(vertices, faces, decimals: int = 2) -> np.ndarray:
+    """Faces re-indexed onto vertices merged when equal to ``decimals`` places of nm (as a reader
+    welds a mesh read back; + 0.0 makes -0.0 equal to 0.0, since np.unique compares rows by bytes
+    and Draco's decoding makes -0.0)."""
+    _, inverse = np.unique(np.round(vertices.astype(np.float64), decimals) + 0.0, axis=0, return_inverse=True)
+    return inverse.reshape(-1)[faces]
+
+
+def _nondegenerate(faces) -> np.ndarray:
+    return faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+
+
+def unmatched_edges(faces) -> int:
+    """Edges not matched by as many the other way (0: closed), degenerate triangles left out.
+    Not "every edge in exactly two triangles": a thin part that simplification flattened into
+    back-to-back triangles is closed, and once cut at a node boundary its inner edges are in four."""
+    faces = _nondegenerate(faces)
+    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges, index = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True)
+    balance = np.bincount(index.reshape(-1), weights=np.where(directed[:, 0] < directed[:, 1], 1, -1), minlength=len(edges))
+    return int((balance != 0).sum())
+
+
+def closed(faces) -> bool:
+    """A non-empty surface with no open edge (see unmatched_edges)."""
+    return len(_nondegenerate(faces)) > 0 and unmatched_edges(faces) == 0
+
+
+def enclosed_volume(vertices, faces) -> float:
+    t = vertices.astype(np.float64)[faces]
+    return abs(float(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum()) / 6)

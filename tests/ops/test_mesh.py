@@ -10,7 +10,7 @@ from cloudvolume import CloudVolume
 from pumice.ops import mesh
 from pumice.storage import meshes, sharding
 from framework import LABELS, Resume, ingest_array, ingested, runner_labels
-from reference import mesh_deviation
+from reference import closed, enclosed_volume, mesh_deviation, weld_faces
 
 RES = (8.0, 8.0, 12.0)
 OFFSET = (3, 7, 11)
@@ -43,29 +43,6 @@ def _get(cv, label):
     return m[label] if isinstance(m, dict) else m
 
 
-def _weld(vertices, faces, decimals=2):
-    # + 0.0: -0.0 becomes 0.0 (np.unique compares rows by their bytes; Draco's decoding makes -0.0)
-    _, inverse = np.unique(np.round(vertices.astype(np.float64), decimals) + 0.0, axis=0, return_inverse=True)
-    return inverse.reshape(-1)[faces]
-
-
-def _closed(faces) -> bool:
-    """No open edge: every directed edge is matched by one the other way. (Not "every edge in
-    exactly two triangles": a thin part that simplification flattened into back-to-back triangles
-    is closed, and once cut at a node boundary its inner edges are in four.)"""
-    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
-    directed = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    forward = directed[:, 0] < directed[:, 1]
-    edges, inverse = np.unique(np.sort(directed, axis=1), axis=0, return_inverse=True)
-    balance = np.bincount(inverse.reshape(-1), weights=np.where(forward, 1, -1), minlength=len(edges))
-    return len(faces) > 0 and bool((balance == 0).all())
-
-
-def _volume(vertices, faces) -> float:
-    t = vertices.astype(np.float64)[faces]
-    return abs(np.einsum("ij,ij->i", t[:, 0], np.cross(t[:, 1], t[:, 2])).sum() / 6)
-
-
 @pytest.mark.parametrize("sharded", [False, True])
 def test_unsimplified_meshes_are_closed_and_enclose_the_voxels(seg, cli, sharded):
     path, lab = seg
@@ -75,17 +52,17 @@ def test_unsimplified_meshes_are_closed_and_enclose_the_voxels(seg, cli, sharded
     cv = CloudVolume(f"file://{path}")
     for label in (7, 9):  # objects that do not touch the volume's faces, split across blocks
         m = _get(cv, label)
-        faces = _weld(m.vertices, m.faces)
-        assert _closed(faces), label
+        faces = weld_faces(m.vertices, m.faces)
+        assert closed(faces), label
         expected = (lab == label).sum() * np.prod(RES)
-        assert abs(_volume(m.vertices, m.faces) - expected) / expected < 0.05
+        assert abs(enclosed_volume(m.vertices, m.faces) - expected) / expected < 0.05
     # Vertices sit in the layer's physical frame: voxel i spans [i, i + 1) * resolution.
     m = _get(cv, 9)
     lo = (np.argwhere(lab == 9).min(axis=0) + OFFSET) * RES
     hi = (np.argwhere(lab == 9).max(axis=0) + 1 + np.array(OFFSET)) * RES
     assert (m.vertices >= lo - 1e-3).all() and (m.vertices <= hi + 1e-3).all()
     # Objects at the volume's faces are closed there too.
-    assert _closed(_weld(*(lambda m: (m.vertices, m.faces))(_get(cv, 12))))
+    assert closed(weld_faces(*(lambda m: (m.vertices, m.faces))(_get(cv, 12))))
 
 
 def test_simplified_vertices_stay_within_max_error(seg, cli, tmp_path):
@@ -95,7 +72,7 @@ def test_simplified_vertices_stay_within_max_error(seg, cli, tmp_path):
     plain = _get(CloudVolume(f"file://{path}", mesh_dir="plain"), 7)
     simple = _get(CloudVolume(f"file://{path}", mesh_dir="simple"), 7)
     assert len(simple.faces) < len(plain.faces) / 2
-    assert _closed(_weld(simple.vertices, simple.faces))
+    assert closed(weld_faces(simple.vertices, simple.faces))
     assert mesh_deviation(simple.vertices, simple.faces, plain.vertices, plain.faces) <= 10 + 1e-3
 
 
@@ -124,10 +101,10 @@ def test_simplified_shapes_stay_within_max_error_closed_and_hold_their_volume(tm
     for label in (1, 2, 3):
         a, b = _get(plain, label), _get(simple, label)
         assert len(b.faces) < len(a.faces) / 4, label
-        assert _closed(_weld(b.vertices, b.faces)), label
+        assert closed(weld_faces(b.vertices, b.faces)), label
         assert mesh_deviation(b.vertices, b.faces, a.vertices, a.faces) <= 40, label
         expected = (lab == label).sum() * 16 * 16 * 20
-        assert abs(_volume(b.vertices, b.faces) - expected) / expected < 0.05, label
+        assert abs(enclosed_volume(b.vertices, b.faces) - expected) / expected < 0.05, label
 
 
 @pytest.mark.parametrize("sharded", [False, True])
@@ -147,7 +124,7 @@ def test_simplified_meshes_of_thin_parts_stay_closed(tmp_path, cli, sharded):
                        *(["--sharded"] if sharded else []))
     assert code == 0, err
     m = _get(CloudVolume(f"file://{path}"), 5)
-    assert _closed(_weld(m.vertices, m.faces))
+    assert closed(weld_faces(m.vertices, m.faces))
 
 
 def test_sharded_multires_is_read_by_cloudvolume_and_tensorstore(seg, cli):
@@ -168,7 +145,7 @@ def test_sharded_multires_is_read_by_cloudvolume_and_tensorstore(seg, cli):
         ref = _get(reference, label)
         # Level 0 is the legacy mesh split at forge-block boundaries. Within 5% (the acceptance bound):
         # the known node-plane bug (see the xfail above) costs 1-2%.
-        assert abs(_volume(m.vertices, m.faces) - _volume(ref.vertices, ref.faces)) / _volume(ref.vertices, ref.faces) < 0.05
+        assert abs(enclosed_volume(m.vertices, m.faces) - enclosed_volume(ref.vertices, ref.faces)) / enclosed_volume(ref.vertices, ref.faces) < 0.05
         manifest = store.read(struct.pack(">Q", label)).result().value
         assert manifest, label
         num_lods = struct.unpack_from("<I", manifest, 24)[0]
@@ -243,7 +220,7 @@ def test_mesh_a_higher_mip(seg, cli):
     assert info["mip"] == 1
     m = _get(CloudVolume(f"file://{path}"), 7)
     expected = (lab == 7).sum() * np.prod(RES)
-    assert abs(_volume(m.vertices, m.faces) - expected) / expected < 0.1  # coarser voxels, same object
+    assert abs(enclosed_volume(m.vertices, m.faces) - expected) / expected < 0.1  # coarser voxels, same object
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -352,12 +329,12 @@ def test_body_meshes_from_supervoxels_and_a_mapping(tmp_path, cli, sharded):
     for body in sorted(set(body_of.values())):
         svs = [sv for sv, b in body_of.items() if b == body]
         m = _get(cv, body)
-        faces = _weld(m.vertices, m.faces)
-        assert _closed(faces), body
+        faces = weld_faces(m.vertices, m.faces)
+        assert closed(faces), body
         expected = np.isin(lab, svs).sum() * 8 * 8 * 12
-        assert abs(_volume(m.vertices, m.faces) - expected) / expected < 0.05, body
+        assert abs(enclosed_volume(m.vertices, m.faces) - expected) / expected < 0.05, body
         # one surface: internal faces between a body's supervoxels are gone
-        assert len(np.unique(faces)) == len(np.unique(_weld(m.vertices, m.faces, decimals=1)))
+        assert len(np.unique(faces)) == len(np.unique(weld_faces(m.vertices, m.faces, decimals=1)))
     # and simplified (legacy: closed; sharded: Draco quantizes each octree node's fragment on its own grid,
     # so a weld at 0.01 nm does not close it; both near the voxels' volume)
     code, _, err = cli("mesh", path, "--shape", "32,32,16", "--mapping", tmp_path / "map.npy", "--dir", "simple",
@@ -366,9 +343,9 @@ def test_body_meshes_from_supervoxels_and_a_mapping(tmp_path, cli, sharded):
     simple = CloudVolume(f"file://{path}", mesh_dir="simple")
     for body in sorted(set(body_of.values())):
         m = _get(simple, body)
-        assert sharded or _closed(_weld(m.vertices, m.faces)), body
+        assert sharded or closed(weld_faces(m.vertices, m.faces)), body
         expected = np.isin(lab, [sv for sv, b in body_of.items() if b == body]).sum() * 8 * 8 * 12
-        assert abs(_volume(m.vertices, m.faces) - expected) / expected < 0.1, body
+        assert abs(enclosed_volume(m.vertices, m.faces) - expected) / expected < 0.1, body
 
 
 @pytest.mark.slow
@@ -397,9 +374,9 @@ def test_neuroproof_body_meshes_are_closed_and_hold_their_volume(tmp_path, cli, 
     cv = CloudVolume(f"file://{path}", mesh_dir="mesh_bodies")
     for body in chosen.tolist():
         m = _get(cv, body)
-        assert _closed(_weld(m.vertices, m.faces)), body
+        assert closed(weld_faces(m.vertices, m.faces)), body
         expected = float((bodies == body).sum()) * 1000
-        assert abs(_volume(m.vertices, m.faces) - expected) / expected < 0.05, body
+        assert abs(enclosed_volume(m.vertices, m.faces) - expected) / expected < 0.05, body
 
 
 def test_pinky40_meshes_stay_within_max_error_closed_and_hold_their_volume(tmp_path, cli, shared_data):
@@ -425,7 +402,7 @@ def test_pinky40_meshes_stay_within_max_error_closed_and_hold_their_volume(tmp_p
     for label in top.tolist():
         a, b = _get(plain, label), _get(simple, label)
         assert len(b.faces) < len(a.faces) / 5, label
-        assert _closed(_weld(b.vertices, b.faces)), label
+        assert closed(weld_faces(b.vertices, b.faces)), label
         assert mesh_deviation(b.vertices, b.faces, a.vertices, a.faces, vertices=False) <= 40, label
         expected = float((corner == label).sum()) * 32 * 32 * 40
-        assert abs(_volume(b.vertices, b.faces) - expected) / expected < 0.05, label
+        assert abs(enclosed_volume(b.vertices, b.faces) - expected) / expected < 0.05, label
