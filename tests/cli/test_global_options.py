@@ -68,3 +68,14 @@ def test_debug_after_the_verb_shows_the_traceback_then_the_one_line_error(tmp_pa
     assert cli("ingest", tmp_path / "a.npy", tmp_path / "l", "--resolution", "4,4,40")[0] == 0
     code, out, err = cli("info", tmp_path / "l", "--debug")
     assert code == 0 and "image uint8" in out and err == ""
+
+
+def test_summary_folds_a_numbered_run_of_stages_into_one_entry():
+    """ccl plans label-exchange rounds for the worst case; 52 "roundN 0.0 s" entries buried the rest."""
+    from pumice.cli.common import stage_times
+    from pumice.execution.local import StageReport
+
+    names = ["label", "seam", *(f"round{n}" for n in range(1, 53)), "heads", "mip1", "mip2", "z9"]
+    stages = [StageReport(name, 1, seconds=0.5 if name == "round1" else 0.25) for name in names]
+    assert stage_times(stages) == [("label", 0.25), ("seam", 0.25), ("round1-52", 0.5 + 51 * 0.25), ("heads", 0.25),
+                                   ("mip1", 0.25), ("mip2", 0.25), ("z9", 0.25)]

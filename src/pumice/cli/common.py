@@ -246,6 +246,29 @@ def summary_record(plan: Plan, report: local.RunReport) -> dict[str, Any]:
     }
 
 
+def stage_times(stages: list) -> list[tuple[str, float]]:
+    """(name, seconds) of each stage, a numbered run of three or more (``round1``..``round52``: ccl's
+    label exchange plans enough rounds for the worst case, most of them find nothing to do) as one
+    entry, ``round1-52``, with their total."""
+    out: list[tuple[str, float]] = []
+    runs: list[tuple[str, int, int, float]] = []  # prefix, first, last, seconds
+    for stage in stages:
+        match = re.fullmatch(r"(.*\D)(\d+)", stage.name)
+        if match and runs and runs[-1][0] == match[1] and runs[-1][2] + 1 == int(match[2]):
+            prefix, first, _, seconds = runs[-1]
+            runs[-1] = (prefix, first, int(match[2]), seconds + stage.seconds)
+            continue
+        runs.append((match[1], int(match[2]), int(match[2]), stage.seconds) if match else (stage.name, -1, -1, stage.seconds))
+    for prefix, first, last, seconds in runs:
+        if first < 0:
+            out.append((prefix, seconds))
+        elif last - first >= 2:
+            out.append((f"{prefix}{first}-{last}", seconds))
+        else:  # one or two: each under its own name
+            out.extend((f"{prefix}{n}", next(s.seconds for s in stages if s.name == f"{prefix}{n}")) for n in range(first, last + 1))
+    return out
+
+
 def summary(plan: Plan, report: local.RunReport) -> str:
     total = sum(s.total for s in report.stages)
     voxels = report.total("voxels")
@@ -258,7 +281,7 @@ def summary(plan: Plan, report: local.RunReport) -> str:
     if report.peak_rss_bytes:
         parts.append(f"peak memory per worker {format_bytes(report.peak_rss_bytes)}")
     if len(report.stages) > 1 and report.ran:
-        parts.append("stages " + ", ".join(f"{s.name} {s.seconds:.1f} s" for s in report.stages))
+        parts.append("stages " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in stage_times(report.stages)))
     if plan.outcome is not None and report.ran:
         parts.append(plan.outcome({s.name: s.totals for s in report.stages}))
     where = urls.display(plan.destination)
