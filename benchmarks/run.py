@@ -306,8 +306,8 @@ def _mesh_bound(layer: Path) -> dict:
     for task in plan.stages[0].tasks():
         box = Bbox.from_list(task.bbox)
         block = np.array(labels[tuple(slice(lo, hi + 1) for lo, hi in zip(box.minpt, box.maxpt))], order="F")
-        for _, _, m in mesh._mesh_objects(block, (32, 32, 40), 100, 40.0, clock):
-            triangles += len(m.faces)
+        for _, _, levels in mesh._mesh_objects(block, (32, 32, 40), 100, 40.0, clock):
+            triangles += len(levels[0].faces)
     return {"seconds": time.perf_counter() - start, "fragment_triangles": triangles, **clock}
 
 
@@ -389,13 +389,15 @@ def _mesh_quality(layer: Path, work: Path, igneous_layer: Path | None) -> dict:
     levels = CloudVolume(f"file://{target}", mesh_dir="levels", progress=False).mesh
     lods = []
     for lod in range(3):
-        worst, triangles = 0.0, 0
+        worst, triangles, cracked = 0.0, 0, 0
         for label in top:
             plain, got = plains[label], levels.get(label, lod=lod)
             got = got[label] if isinstance(got, dict) else got
             triangles += len(got.faces)
             worst = max(worst, mesh_deviation(got.vertices, got.faces, plain.vertices, plain.faces, vertices=False))
-        lods.append({"lod": lod, "triangles": triangles, "deviation_nm": worst})
+            cracked += open_edges(got) > 0
+        lods.append({"lod": lod, "triangles": triangles, "deviation_nm": worst, "error_nm": 40 * 2**lod,
+                     "objects_with_open_edges": cracked})
     return {"objects": rows, "levels": lods, "max_deviation_nm": max(r["deviation_nm"] for r in rows),
             "max_deviation_with_vertices_nm": max(r["deviation_with_vertices_nm"] for r in rows),
             "open_edges": sum(r["open_edges"] for r in rows),
@@ -495,8 +497,10 @@ def show_mesh(r: dict) -> None:
           f"--max-error 40), open edges after welding {q['open_edges']}, worst enclosed volume error "
           f"{100 * q['worst_volume_error']:.1f}% (bound 5%)")
     if q.get("levels"):
-        print("      sharded levels of detail of the same objects (zmesh.simplify_fqmr, a quarter of the triangles each): "
+        print("      sharded levels of detail of the same objects (level k: zmesh within 40 * 2^k nm of level k - 1): "
               + "; ".join(f"level {x['lod']} {x['triangles']:,} triangles, deviation {x['deviation_nm']:.0f} nm"
+                          + (f" (asked {x['error_nm']} nm), {x['objects_with_open_edges']} of 20 with open edges"
+                             if "error_nm" in x else "")
                           for x in q["levels"]))
     if q["objects"] and "igneous_open_edges" in q["objects"][0]:
         objects = q["objects"]

@@ -105,6 +105,18 @@ def test_simplified_shapes_stay_within_max_error_closed_and_hold_their_volume(tm
         assert mesh_deviation(b.vertices, b.faces, a.vertices, a.faces) <= 40, label
         expected = (lab == label).sum() * 16 * 16 * 20
         assert abs(enclosed_volume(b.vertices, b.faces) - expected) / expected < 0.05, label
+        if sharded:  # each coarser level within its own error, 40 * 2**level nm (the manifest's lod_scales)
+            triangles = [len(b.faces)]
+            for lod in (1, 2):
+                c = _get_lod(simple, label, lod)
+                triangles.append(len(c.faces))
+                assert mesh_deviation(c.vertices, c.faces, a.vertices, a.faces) <= 40 * 2**lod, (label, lod)
+            assert triangles[0] > triangles[2] and triangles[1] >= triangles[2], (label, triangles)
+
+
+def _get_lod(cv, label, lod):
+    m = cv.mesh.get(label, lod=lod)
+    return m[label] if isinstance(m, dict) else m
 
 
 @pytest.mark.parametrize("sharded", [False, True])
