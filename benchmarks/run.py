@@ -441,8 +441,8 @@ def bench_mesh(work: Path) -> dict:
         forge, merge = out["stages"]["forge"], out["stages"]["merge"]
         spent = forge["totals"]
         task_time = {"total": spent.get("seconds", 0), "simplify": spent.get("simplify_seconds", 0),
-                     "marching_cubes": spent.get("marching_cubes_seconds", 0)}
-        task_time["io"] = max(task_time["total"] - task_time["simplify"] - task_time["marching_cubes"], 0)
+                     "marching_cubes": spent.get("marching_cubes_seconds", 0), "levels": spent.get("levels_seconds", 0)}
+        task_time["io"] = max(task_time["total"] - task_time["simplify"] - task_time["marching_cubes"] - task_time["levels"], 0)
         rows.append({"sharded": sharded, "seconds": seconds, "mvx_per_s": voxels / 1e6 / seconds, "peak_rss_mib": rss / 2**20,
                      "forge_seconds": forge["seconds"], "merge_seconds": merge["seconds"],
                      "objects": int(merge["totals"].get("objects", 0)), "triangles": int(merge["totals"].get("triangles", 0)),
@@ -480,7 +480,8 @@ def show_mesh(r: dict) -> None:
               f"output {row['output_bytes'] / 2**20:.1f} MiB")
         mc_io = t["marching_cubes"] + t["io"]
         print(f"      forge task time {t['total']} s = simplification {t['simplify']} s + marching cubes "
-              f"{t['marching_cubes']} s + reading, padding and writing {t['io']} s: "
+              f"{t['marching_cubes']} s + " + (f"coarser levels of detail {t['levels']} s + " if t.get("levels") else "")
+              + f"reading, padding and writing {t['io']} s: "
               f"{t['total'] / max(mc_io, 1):.1f}x marching cubes plus I/O (goal: 3x)")
         ig = theirs.get(row["sharded"])
         if ig:
