@@ -38,8 +38,8 @@ def seg(tmp_path, cli):
     return path, lab
 
 
-def _get(cv, label):
-    m = cv.mesh.get(label)
+def _get(cv, label, **options):
+    m = cv.mesh.get(label, **options)
     return m[label] if isinstance(m, dict) else m
 
 
@@ -108,15 +108,10 @@ def test_simplified_shapes_stay_within_max_error_closed_and_hold_their_volume(tm
         if sharded:  # each coarser level within its own error, 40 * 2**level nm (the manifest's lod_scales)
             triangles = [len(b.faces)]
             for lod in (1, 2):
-                c = _get_lod(simple, label, lod)
+                c = _get(simple, label, lod=lod)
                 triangles.append(len(c.faces))
                 assert mesh_deviation(c.vertices, c.faces, a.vertices, a.faces) <= 40 * 2**lod, (label, lod)
             assert triangles[0] > triangles[2] and triangles[1] >= triangles[2], (label, triangles)
-
-
-def _get_lod(cv, label, lod):
-    m = cv.mesh.get(label, lod=lod)
-    return m[label] if isinstance(m, dict) else m
 
 
 @pytest.mark.parametrize("sharded", [False, True])

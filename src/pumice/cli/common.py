@@ -250,22 +250,21 @@ def stage_times(stages: list) -> list[tuple[str, float]]:
     """(name, seconds) of each stage, a numbered run of three or more (``round1``..``round52``: ccl's
     label exchange plans enough rounds for the worst case, most of them find nothing to do) as one
     entry, ``round1-52``, with their total."""
-    out: list[tuple[str, float]] = []
-    runs: list[tuple[str, int, int, float]] = []  # prefix, first, last, seconds
+    runs: list[list] = []  # [(stage, prefix, number), ...] whose numbers count up by one
     for stage in stages:
         match = re.fullmatch(r"(.*\D)(\d+)", stage.name)
-        if match and runs and runs[-1][0] == match[1] and runs[-1][2] + 1 == int(match[2]):
-            prefix, first, _, seconds = runs[-1]
-            runs[-1] = (prefix, first, int(match[2]), seconds + stage.seconds)
-            continue
-        runs.append((match[1], int(match[2]), int(match[2]), stage.seconds) if match else (stage.name, -1, -1, stage.seconds))
-    for prefix, first, last, seconds in runs:
-        if first < 0:
-            out.append((prefix, seconds))
-        elif last - first >= 2:
-            out.append((f"{prefix}{first}-{last}", seconds))
-        else:  # one or two: each under its own name
-            out.extend((f"{prefix}{n}", next(s.seconds for s in stages if s.name == f"{prefix}{n}")) for n in range(first, last + 1))
+        prefix, number = (match[1], int(match[2])) if match else (None, None)
+        last = runs[-1][-1] if runs else None
+        if prefix is not None and last is not None and last[1] == prefix and last[2] + 1 == number:
+            runs[-1].append((stage, prefix, number))
+        else:
+            runs.append([(stage, prefix, number)])
+    out: list[tuple[str, float]] = []
+    for run in runs:
+        if len(run) >= 3:
+            out.append((f"{run[0][0].name}-{run[-1][2]}", sum(stage.seconds for stage, _, _ in run)))
+        else:
+            out.extend((stage.name, stage.seconds) for stage, _, _ in run)
     return out
 
 
