@@ -208,6 +208,54 @@ RESUME_CASES = {
 }
 
 
+@pytest.mark.slow
+def test_killed_in_each_stage_in_turn_the_reruns_finish_with_identical_bytes(cli, tmp_path, processes):
+    """SIGKILL in features, then (rerun) in match, in the solve (a single task: killed once the matches
+    are all done), in quality; the last rerun runs only the tasks no run finished and writes the bytes
+    of an uninterrupted run. (The render's kill is the align-render resume case.)"""
+    import os
+    import signal
+    import time
+
+    from framework import run_json
+
+    from pumice.execution.ledger import Ledger
+
+    run = ["--workers", "2", "--no-progress"]
+    command, reference = _solve_case(cli, tmp_path / "ref", n=40)
+    processes.run(*command, *run)
+    command, out = _solve_case(cli, tmp_path / "out", n=40)
+    plan = run_json(cli, *command, "--dry-run")
+    ledger = Ledger(str(out), plan["job"])
+    stages = plan["stages"]
+    assert stages["features"] >= 40 and stages["solve"] == 1
+
+    def kill_when(ready) -> None:
+        proc = processes.start(*command, *run)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert ledger.state()["status"] == "running"  # nothing claims the job finished
+
+    finished = {}
+    for stage in ("features", "match", "solve", "quality"):
+        earlier = list(stages)[: list(stages).index(stage)]
+        if stages[stage] == 1:
+            kill_when(lambda: all(len(ledger.done(s)) == stages[s] for s in earlier))
+        else:
+            kill_when(lambda: len(ledger.done(stage)) >= stages[stage] // 4)
+        finished = {s: len(ledger.done(s)) for s in stages}
+        assert finished[stage] < stages[stage] or stages[stage] == 1, (stage, finished)
+        assert all(finished[s] == stages[s] for s in earlier), (stage, finished)
+    summary = json.loads(processes.run(*command, *run, "--json").strip().splitlines()[-1])
+    assert summary["skipped"] == sum(finished.values()) and summary["ran"] == plan["tasks"] - sum(finished.values())
+    assert ledger.state()["status"] == "complete"
+    for name in ("transforms.json", "report.json", "report.png"):
+        assert (out / "align" / name).read_bytes() == (reference / "align" / name).read_bytes(), name
+
+
 def test_affine_solve_keeps_the_scale_a_chain_of_pairs_gives():
     """Sections with known affines (2% scale and shear, as the issue's warps), pairs made from them
     with the correspondences a little noisy: the affine solve gives each section its affine (up to the
