@@ -201,9 +201,7 @@ RUNNER_CASES = {"align-render": _render_case}
 def _small_tasks(command: list, out):
     return [*command, "--memory", "64KB"], out  # one tile per chunk: enough render tasks for a kill midway
 RESUME_CASES = {
-    "align": Resume(_solve_case, "match"),
-    # and killed in the render (a kill in the quality stage, after the solve, was measured to finish with
-    # identical bytes too; left out of the suite for its 36 s)
+    # killed in the render; the other stages' kills are in test_killed_in_each_stage_in_turn_...
     "align-render": Resume(lambda cli, root: _small_tasks(*_render_case(cli, root)), "render", slow=True),
 }
 
