@@ -1506,8 +1506,12 @@ def show_align(r: dict) -> None:
 WATERZ_VERSION = "waterz==0.10.*"
 SHARED = ROOT.parent / "shared" / "data"
 WS_THRESHOLDS = [round(t, 2) for t in np.arange(0.05, 1.0, 0.05)]
-WATERZ_FUNCTIONS = {"mean": "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>",
-                    "q50": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>"}
+# pumice's scores and waterz's functions that compute the same (waterz's default quantile score
+# starts each edge from its best face, InitWithMax: pumice's q50-lowest; false gives the true median)
+WS_SCORES = ("q50-lowest", "mean", "q50")
+WATERZ_FUNCTIONS = {"q50-lowest": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>",
+                    "mean": "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>",
+                    "q50": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256, false>>"}
 
 # Run inside waterz's own environment: affinities from the boundary map (1 - the two voxels' mean,
 # the same cost pumice's edges give a face), waterz.agglomerate over the thresholds, VOI with
@@ -1620,7 +1624,7 @@ def _ws_quality(work: Path, name: str, waterz: Path | None) -> dict | None:
 
         fragments = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{ws}/"}).result().read().result()[..., 0]
         runs = {"fragments": int(fragments.max()), "fragments_voi": _voi(fragments, gt_xyz), "scores": {}}
-        for score in ("mean", "q50"):
+        for score in WS_SCORES:
             out = root / f"agg_{shape}_{score}"
             _pumice("agglomerate", str(ws), "--boundary", str(root / "map"), *invert, "--out", str(out), "--thresholds",
                     ",".join(map(str, WS_THRESHOLDS)), "--score", score, "--shape", task, "--workers", "2", "--no-progress")
@@ -1667,7 +1671,8 @@ WS_SPEED_SIDE = 512
 
 def _ws_speed(work: Path, waterz: Path | None) -> dict | None:
     """512^3 tiled from gala's training probabilities (mirrored, so tiles meet without seams):
-    watershed then agglomerate (mean), 2 workers, beside waterz on the whole array in memory."""
+    watershed then agglomerate (default score, q50-lowest), 2 workers, beside waterz on the whole array in
+    memory with the same score (its default)."""
     loaded = _ws_data("gala_train")
     if loaded is None:
         return None
@@ -1690,7 +1695,7 @@ def _ws_speed(work: Path, waterz: Path | None) -> dict | None:
            "fragments": int(summary["stages"]["heads"]["totals"].get("components", 0)),
            "block": summary.get("recipe", {}).get("args", {}).get("shape")}
     seconds, peak, summary = _pumice("agglomerate", str(root / "ws"), "--boundary", str(root / "map"), "--out",
-                                     str(root / "agg"), "--threshold", "0.5", "--workers", "2", "--no-progress")
+                                     str(root / "agg"), "--threshold", "0.5", "--workers", "2", "--no-progress")  # default score
     row.update(agglomerate_seconds=seconds, agglomerate_peak_rss_mib=peak / 2**20,
                edges=int(summary["stages"]["merge"]["totals"].get("edges", 0)),
                agglomerate_task_seconds=summary["stages"]["agglomerate"]["seconds"])
@@ -1698,8 +1703,8 @@ def _ws_speed(work: Path, waterz: Path | None) -> dict | None:
         np.savez(root / "waterz.npz", boundary=volume.transpose(2, 1, 0))
         del volume
         wall, peak, out = _watched_command([str(waterz), "-c", WATERZ_SCRIPT, str(root / "waterz.npz"), json.dumps([0.5]),
-                                            json.dumps({"mean": WATERZ_FUNCTIONS["mean"]})])
-        row["waterz"] = {"seconds": json.loads(out.strip().splitlines()[-1])["mean"]["seconds"], "wall_seconds": wall,
+                                            json.dumps({"q50-lowest": WATERZ_FUNCTIONS["q50-lowest"]})])
+        row["waterz"] = {"seconds": json.loads(out.strip().splitlines()[-1])["q50-lowest"]["seconds"], "wall_seconds": wall,
                          "peak_rss_mib": peak / 2**20}
         (root / "waterz.npz").unlink()
     shutil.rmtree(root / "ws", ignore_errors=True)
@@ -1718,23 +1723,30 @@ def show_watershed(r: dict) -> None:
         print("watershed: skipped (../shared/data has no probability maps)")
         return
     print("watershed + agglomerate: VOI (split + merge, bits; GT's 0 left out) at the best threshold, same input")
-    print(f"  {'data':<11} {'':<22} {'fragments':>9} {'frag merge':>10} {'mean':>14} {'q50':>14}")
+    print(f"  {'data':<11} {'':<22} {'fragments':>9} {'frag merge':>10}" + "".join(f" {s:>14}" for s in WS_SCORES))
+
+    def cells(scores: dict) -> str:
+        out = ""
+        for score in WS_SCORES:
+            best = scores.get(score)
+            text = f"{sum(best['best_voi']):.3f} @{best['best_threshold']:g}" if best else ""
+            out += f" {text:>14}"
+        return out
+
     for name, q in r["quality"].items():
         whole = q["pumice"]["whole"]
-        cells = [f"{sum(whole['scores'][s]['best_voi']):.3f} @{whole['scores'][s]['best_threshold']:g}" for s in ("mean", "q50")]
-        print(f"  {name:<11} {'pumice, whole array':<22} {whole['fragments']:>9} {whole['fragments_voi'][1]:>10.3f} "
-              f"{cells[0]:>14} {cells[1]:>14}")
+        print(f"  {name:<11} {'pumice, whole array':<22} {whole['fragments']:>9} {whole['fragments_voi'][1]:>10.3f}"
+              + cells(whole["scores"]))
         for shape in ("64", "32"):
             runs = q["pumice"][shape]
-            cells = [f"{sum(runs['scores'][s]['best_voi']):.3f} @{runs['scores'][s]['best_threshold']:g}" for s in ("mean", "q50")]
-            print(f"  {'':<11} {f'pumice, blocks {shape}^3':<22} {runs['fragments']:>9} {runs['fragments_voi'][1]:>10.3f} "
-                  f"{cells[0]:>14} {cells[1]:>14}   vs whole: fragments {runs['fragments_vs_whole']:.4f}, bodies "
-                  f"{runs['scores']['mean']['vs_whole_at_its_best']:.4f} (mean) {runs['scores']['q50']['vs_whole_at_its_best']:.4f} (q50)")
+            versus = ", ".join(f"{v['vs_whole_at_its_best']:.4f} ({s})" for s, v in runs["scores"].items())
+            print(f"  {'':<11} {f'pumice, blocks {shape}^3':<22} {runs['fragments']:>9} {runs['fragments_voi'][1]:>10.3f}"
+                  + cells(runs["scores"]) + f"   vs whole: fragments {runs['fragments_vs_whole']:.4f}, bodies {versus}")
         w = q.get("waterz")
         if w:
-            cells = [f"{sum(w[s]['best_voi']):.3f} @{w[s]['best_threshold']:g}" for s in ("mean", "q50")]
-            print(f"  {'':<11} {'waterz, whole array':<22} {w['mean']['fragments']:>9} {w['mean']['fragments_voi'][1]:>10.3f} "
-                  f"{cells[0]:>14} {cells[1]:>14}")
+            first = next(iter(w.values()))
+            print(f"  {'':<11} {'waterz, whole array':<22} {first['fragments']:>9} {first['fragments_voi'][1]:>10.3f}"
+                  + cells(w))
         if "gala_fragments" in q:
             g = q["gala_fragments"]
             print(f"  {'':<11} {'gala reference frags':<22} {g['fragments']:>9} {g['fragments_voi'][1]:>10.3f}")

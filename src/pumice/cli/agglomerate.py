@@ -26,8 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="where the mappings go")
     p.add_argument("--threshold", type=float, help="merge up to this score (0..1; default 0.5)")
     p.add_argument("--thresholds", metavar="T1,T2,...", help="several thresholds sharing one graph and one pass")
-    p.add_argument("--score", choices=agglomerate.SCORES, default="mean",
-                   help="an edge's score: the mean over its contact (default), its median or 75th percentile face (q50, q75), or its highest face")
+    p.add_argument("--score", choices=agglomerate.SCORES, default=agglomerate.DEFAULT_SCORE,
+                   help="an edge's score: the median or 75th percentile, over the fragment contacts joined into it, of each "
+                   "contact's lowest face (q50-lowest, the default, and q75-lowest: waterz's default quantile score); "
+                   "the mean over its contact (mean); its median or 75th percentile face (q50, q75); its highest "
+                   "face (max)")
     p.add_argument("--name", default="edges", help="directory of the edge table inside FRAGMENTS (default edges)")
     p.add_argument("--apply", metavar="DEST", help="also write the bodies (at the lowest threshold) as a segmentation")
     p.add_argument("--shape", metavar="X,Y,Z", help="task block of the region graph (default: from --memory)")

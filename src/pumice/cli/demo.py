@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
          ["watershed", str(em), str(fragments), "--invert", "--restart", *workers]),
         ("bodies: agglomerate the supervoxels by the membrane between them, and write the cells they make",
          ["agglomerate", str(fragments), "--boundary", str(em), "--invert", "--out", str(root / "agglomeration"),
-          "--threshold", "0.6", "--apply", str(bodies), "--restart", *workers]),
+          "--apply", str(bodies), "--restart", *workers]),
         ("how close those cells are to the segmentation: variation of information and adapted Rand error",
          ["evaluate", str(bodies), "--truth", str(seg), "--keep-truth-zero", "--restart", *workers]),
         ("align a deliberately misaligned copy of the sections (each moved and turned a little)",
