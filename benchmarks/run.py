@@ -1331,15 +1331,7 @@ def bench_align(work: Path) -> dict:
         warped, plain, warps = _warped_stack(stack)
         found, pairs, runs = {}, {}, {}
         for label, data in (("warped", warped), ("plain", plain)):
-            source = work / f"align_{name}_{label}.npy"
-            np.save(source, data)
-            dest = work / f"align_{name}_{label}"
-            shutil.rmtree(dest, ignore_errors=True)
-            seconds, rss, out = _pumice("align", str(source), str(dest), "--model", "affine", "--solve-only",
-                                        "--resolution", "10,10,10", "--bad-sections", "bridge", "--workers", "2",
-                                        "--no-progress")
-            record = json.loads((dest / "align" / "transforms.json").read_text())
-            report = json.loads((dest / "align" / "report.json").read_text())
+            seconds, rss, record, report = _align_solve(work, f"{name}_{label}", data)
             found[label] = record["transforms"]
             pairs[label] = [report["pairs"][f"{z}-{z + 1}"].get("model") if report["pairs"][f"{z}-{z + 1}"].get("ok") else None
                             for z in range(len(data) - 1)]
@@ -1361,10 +1353,45 @@ def bench_align(work: Path) -> dict:
             # the issue's quality measure: the aligned warped stack's adjacent correlation against the unperturbed one's
             "ncc_ratio": runs["warped"]["ncc_after"] / runs["plain"]["ncc_before"],
             "plain_moved_px": moved,
+            "windows": _window_consistency(work, name, stack, shape[0]),
         }
     rows["isbi"] = _isbi_pairs() if ISBI.exists() else {"skipped": f"{ISBI} not found"}
     rows["scale"] = _align_scale(work) if SECTIONS["validation"].exists() else {"skipped": "no sections"}
     return rows
+
+
+def _align_solve(work: Path, label: str, data: np.ndarray) -> tuple[float, float, dict, dict]:
+    """`pumice align --model affine --solve-only` (2 workers) of a Z, Y, X stack: seconds, peak RSS,
+    transforms.json and report.json."""
+    source = work / f"align_{label}.npy"
+    np.save(source, np.ascontiguousarray(data))
+    dest = work / f"align_{label}"
+    shutil.rmtree(dest, ignore_errors=True)
+    seconds, rss, _ = _pumice("align", str(source), str(dest), "--model", "affine", "--solve-only", "--resolution",
+                              "10,10,10", "--bad-sections", "bridge", "--workers", "2", "--no-progress")
+    return (seconds, rss, json.loads((dest / "align" / "transforms.json").read_text()),
+            json.loads((dest / "align" / "report.json").read_text()))
+
+
+ALIGN_WINDOW_SHIFT = 20  # px, along x and y
+
+
+def _window_consistency(work: Path, name: str, stack: np.ndarray, side: int) -> dict:
+    """The same measure with no warp at all: two windows of the unperturbed stack, as large as the
+    warped test's crops and ALIGN_WINDOW_SHIFT px apart, aligned separately (pumice, and the FIB-SEM
+    workflow's pairs chained). What it leaves is how much the stack's own apparent motion depends on
+    which part of the tissue is seen."""
+    height = stack.shape[1]
+    first = (height - side) // 2 - ALIGN_WINDOW_SHIFT // 2
+    second = first + ALIGN_WINDOW_SHIFT
+    one, two = (stack[:, o:o + side, o:o + side] for o in (first, second))
+    found = [_align_solve(work, f"{name}_window{k}", data)[2]["transforms"] for k, data in ((1, one), (2, two))]
+    to_second = np.eye(3)
+    to_second[:2, 2] = -ALIGN_WINDOW_SHIFT  # the first window's pixel p shows what the second's p - shift does
+    warps = [to_second] * len(stack)
+    return {"shift_px": ALIGN_WINDOW_SHIFT,
+            "pumice": _consistency(found[1], found[0], warps, (side, side)),
+            "clio_chained": _consistency(_chained(_clio_pairs(two)[0]), _chained(_clio_pairs(one)[0]), warps, (side, side))}
 
 
 def _align_scale(work: Path, sections: int = 16) -> dict:
@@ -1482,6 +1509,10 @@ def show_align(r: dict) -> None:
         print(f"    adjacent sections' mean correlation: warped stack after alignment {row['runs']['warped']['ncc_after']:.4f}, "
               f"unperturbed stack {row['runs']['plain']['ncc_before']:.4f} (ratio {row['ncc_ratio']:.4f}; before "
               f"alignment {row['runs']['warped']['ncc_before']:.4f})")
+        if "windows" in row:
+            for label, m in (("pumice", row["windows"]["pumice"]), ("FIB-SEM workflow's pairs chained", row["windows"]["clio_chained"])):
+                print(f"    no warp, two windows {row['windows']['shift_px']} px apart, {label}: per section median "
+                      f"{m['section_median']:.2f} px, max {m['section_max']:.2f}; pairwise median {m['pair_median']:.3f}")
         print(f"    the FIB-SEM workflow's pairs: {row['clio_seconds']:.1f} s (1 process), {row['clio_failed_pairs']} failed "
               f"pair(s) on the warped stack; pumice on the unwarped stack moves its sections up to "
               f"{row['plain_moved_px']:.1f} px")
