@@ -1540,6 +1540,7 @@ WS_THRESHOLDS = [round(t, 2) for t in np.arange(0.05, 1.0, 0.05)]
 # pumice's scores and waterz's functions that compute the same (waterz's default quantile score
 # starts each edge from its best face, InitWithMax: pumice's q50-lowest; false gives the true median)
 WS_SCORES = ("q50-lowest", "mean", "q50")
+WS_FINE = ("--sigma", "0", "--threshold", "1", "--seed-connectivity", "6")  # every face-neighbour minimum a seed
 WATERZ_FUNCTIONS = {"q50-lowest": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>",
                     "mean": "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>",
                     "q50": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256, false>>"}
@@ -1678,6 +1679,12 @@ def _ws_quality(work: Path, name: str, waterz: Path | None) -> dict | None:
     for runs in row["pumice"].values():
         for result in runs["scores"].values():
             del result["segments"]
+    if name == "neuroproof":  # the weak map: pumice's finest fragments beside waterz's (whole array)
+        _pumice("watershed", str(root / "map"), str(root / "ws_fine"), *invert, *WS_FINE, "--shape",
+                ",".join(map(str, stored.shape)), "--workers", "2", "--no-progress")
+        fragments = _ws_fragments(root, "fine")
+        row["fine_fragments"] = {"options": " ".join(WS_FINE), "fragments": int(fragments.max()),
+                                 "fragments_voi": _voi(fragments, gt_xyz)}
     if name == "snemi":
         import tifffile
 
@@ -1778,6 +1785,9 @@ def show_watershed(r: dict) -> None:
             first = next(iter(w.values()))
             print(f"  {'':<11} {'waterz, whole array':<22} {first['fragments']:>9} {first['fragments_voi'][1]:>10.3f}"
                   + cells(w))
+        if "fine_fragments" in q:
+            f = q["fine_fragments"]
+            print(f"  {'':<11} {'pumice, fine fragments':<22} {f['fragments']:>9} {f['fragments_voi'][1]:>10.3f}   ({f['options']})")
         if "gala_fragments" in q:
             g = q["gala_fragments"]
             print(f"  {'':<11} {'gala reference frags':<22} {g['fragments']:>9} {g['fragments_voi'][1]:>10.3f}")
