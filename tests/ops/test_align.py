@@ -220,13 +220,13 @@ def test_killed_in_each_stage_in_turn_the_reruns_finish_with_identical_bytes(cli
     from pumice.execution.ledger import Ledger
 
     run = ["--workers", "2", "--no-progress"]
-    command, reference = _solve_case(cli, tmp_path / "ref", n=40)
+    command, reference = _solve_case(cli, tmp_path / "ref", n=28)
     processes.run(*command, *run)
-    command, out = _solve_case(cli, tmp_path / "out", n=40)
+    command, out = _solve_case(cli, tmp_path / "out", n=28)
     plan = run_json(cli, *command, "--dry-run")
     ledger = Ledger(str(out), plan["job"])
     stages = plan["stages"]
-    assert stages["features"] >= 40 and stages["solve"] == 1
+    assert stages["features"] >= 28 and stages["solve"] == 1
 
     def kill_when(ready) -> None:
         proc = processes.start(*command, *run)
@@ -337,7 +337,7 @@ def test_sstem_pair_answer_follows_a_known_perturbation(shared_data):
     (the issue's bound). Fitting over every pixel the sections share, this was 0.61 px."""
     import tifffile
 
-    stack = tifffile.imread(shared_data("isbi2012_train_volume.tif"))[:12]
+    stack = tifffile.imread(shared_data("isbi2012_train_volume.tif"))[:8]
     rng = np.random.default_rng(3)
     crop, side = 45, stack.shape[1] - 90
 
@@ -369,7 +369,7 @@ def test_sstem_pair_answer_follows_a_known_perturbation(shared_data):
         if plain["ok"] and perturbed["ok"]:
             want = h(plain["model"]) @ np.linalg.inv(shift @ warp @ np.linalg.inv(shift))
             errors.append(np.linalg.norm((grid @ h(perturbed["model"]).T - grid @ want.T)[:, :2], axis=1).mean())
-    assert len(errors) >= 9, len(errors)  # ssTEM pairs may fail (and are reported), but not most
+    assert len(errors) >= 6, len(errors)  # ssTEM pairs may fail (and are reported), but not most
     assert np.median(errors) <= 0.5, errors
 
 
