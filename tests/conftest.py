@@ -75,18 +75,22 @@ class Processes:
         assert proc.returncode == 0, err
         return out
 
-    def kill_midway(self, ledger, stage: str, total: int, *args: str) -> set[str]:
-        """Start ``pumice ARGS``, SIGKILL its process group once a quarter of the tasks are done."""
+    def kill_when(self, ready, *args: str, poll: float = 0.02) -> None:
+        """Start ``pumice ARGS``, SIGKILL its process group once ``ready()`` (or it ended, or 120 s)."""
         import os
         import signal
         import time
 
         proc = self.start(*args)
         deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and len(ledger.done(stage)) < total // 4:
-            time.sleep(0.02)
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(poll)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+    def kill_midway(self, ledger, stage: str, total: int, *args: str) -> set[str]:
+        """Start ``pumice ARGS``, SIGKILL its process group once a quarter of the tasks are done."""
+        self.kill_when(lambda: len(ledger.done(stage)) >= total // 4, *args)
         done = ledger.done(stage)
         assert total // 4 <= len(done) < total, f"the kill should land midway ({len(done)}/{total})"
         assert ledger.state()["status"] == "running"  # nothing claims the job finished

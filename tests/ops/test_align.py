@@ -211,10 +211,6 @@ def test_killed_in_each_stage_in_turn_the_reruns_finish_with_identical_bytes(cli
     """SIGKILL in features, then (rerun) in match, in the solve (a single task: killed once the matches
     are all done), in quality; the last rerun runs only the tasks no run finished and writes the bytes
     of an uninterrupted run. (The render's kill is the align-render resume case.)"""
-    import os
-    import signal
-    import time
-
     from framework import run_json
 
     from pumice.execution.ledger import Ledger
@@ -229,12 +225,7 @@ def test_killed_in_each_stage_in_turn_the_reruns_finish_with_identical_bytes(cli
     assert stages["features"] >= 28 and stages["solve"] == 1
 
     def kill_when(ready) -> None:
-        proc = processes.start(*command, *run)
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and not ready():
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        processes.kill_when(ready, *command, *run, poll=0.01)
         assert ledger.state()["status"] == "running"  # nothing claims the job finished
 
     finished = {}

@@ -48,11 +48,15 @@ def mapping_name(threshold: float) -> str:
     return f"mapping-{threshold:g}.csv"
 
 
+def quantile_rank(q: float, n: int) -> int:
+    """The 1-based rank of the qth quantile of n values: ceil(q n), at least 1."""
+    return max(1, int(np.ceil(q * n)))
+
+
 def quantile_cost(histogram: np.ndarray, q: float) -> float:
     """The centre of the bin holding the ceil(q n)-th smallest of a contact's n face costs."""
     cumulative = np.cumsum(histogram)
-    rank = max(1, int(np.ceil(q * cumulative[-1])))
-    return (int(np.searchsorted(cumulative, rank)) + 0.5) / len(histogram)
+    return (int(np.searchsorted(cumulative, quantile_rank(q, int(cumulative[-1])))) + 0.5) / len(histogram)
 
 
 def lowest_cost_bins(table: Any) -> np.ndarray:
@@ -89,14 +93,16 @@ def agglomerate(a: np.ndarray, b: np.ndarray, area: np.ndarray, total: np.ndarra
     q = int(score[1:3]) / 100 if score.startswith("q") else None
     # qNN-lowest: each edge's contacts' lowest bins, sorted (one per original contact: memory follows
     # the edges, not edges x bins)
-    members = [[int(x)] for x in lowest] if score.endswith("-lowest") and lowest is not None else None
-    if q is not None and histograms is None and members is None:
-        raise ValueError("quantile scores need the edges' histograms (or, for qNN-lowest, lowest bins)")
+    if score.endswith("-lowest") and lowest is None:
+        raise ValueError("qNN-lowest scores need the edges' lowest bins")
+    if q is not None and not score.endswith("-lowest") and histograms is None:
+        raise ValueError("quantile scores need the edges' histograms")
+    members = [[int(x)] for x in lowest] if score.endswith("-lowest") else None
 
     def value(e: int) -> float:
         if members is not None:
             m = members[e]
-            return (m[max(1, int(np.ceil(q * len(m)))) - 1] + 0.5) / edges.BINS
+            return (m[quantile_rank(q, len(m)) - 1] + 0.5) / edges.BINS
         if q is not None:
             return quantile_cost(histograms[e], q)
         return total_[e] / area_[e] if score == "mean" else high[e]

@@ -325,7 +325,7 @@ def refine_ecc(a: np.ndarray, b: np.ndarray, model: np.ndarray, scale: float) ->
 def _with_data(image: np.ndarray, factor: int) -> np.ndarray:
     """The mask (uint8) of an image's pixels with data at ``factor`` times coarser: not 0 (padding)."""
     if image.min() > 0:
-        height, width = (max(1, round(s / factor)) for s in image.shape[:2])
+        width, height = _shrunk_size(image, factor)
         return np.ones((height, width), np.uint8)
     return (_shrunk((image > 0).astype(np.float32), factor) > 0.99).astype(np.uint8)
 
@@ -349,8 +349,12 @@ def _shrunk(image: np.ndarray, factor: int) -> np.ndarray:
 
     if factor == 1:
         return image
-    size = (max(1, round(image.shape[1] / factor)), max(1, round(image.shape[0] / factor)))
-    return cv2.resize(image.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image.astype(np.float32), _shrunk_size(image, factor), interpolation=cv2.INTER_AREA)
+
+
+def _shrunk_size(image: np.ndarray, factor: int) -> tuple[int, int]:
+    """(width, height) of ``image`` shrunk ``factor`` times, as _shrunk makes it."""
+    return max(1, round(image.shape[1] / factor)), max(1, round(image.shape[0] / factor))
 
 
 def _overlap_grid(shape_a: tuple, shape_b: tuple, model: np.ndarray, scale: float, step: int = 16) -> np.ndarray:
