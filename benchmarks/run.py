@@ -1736,7 +1736,11 @@ def _ws_speed(work: Path, waterz: Path | None) -> dict | None:
                                      str(root / "agg"), "--threshold", "0.5", "--workers", "2", "--no-progress")  # default score
     row.update(agglomerate_seconds=seconds, agglomerate_peak_rss_mib=peak / 2**20,
                edges=int(summary["stages"]["merge"]["totals"].get("edges", 0)),
-               agglomerate_task_seconds=summary["stages"]["agglomerate"]["seconds"])
+               agglomerate_task_seconds=sum(v["seconds"] for k, v in summary["stages"].items()
+                                            if k.startswith(("agglomerate-", "bodies-"))),
+               levels=sum(k.startswith("agglomerate-") for k in summary["stages"]),
+               top_nodes=int(summary["stages"][max((k for k in summary["stages"] if k.startswith("agglomerate-")),
+                                                   key=lambda k: int(k.split("-")[1]))]["totals"].get("nodes", 0)))
     if waterz is not None:
         np.savez(root / "waterz.npz", boundary=volume.transpose(2, 1, 0))
         del volume
@@ -1797,7 +1801,8 @@ def show_watershed(r: dict) -> None:
         line = (f"  speed, {mvx:.0f} MVx tiled from gala's probabilities, 2 workers: watershed {s['watershed_seconds']:.1f} s "
                 f"({mvx / s['watershed_seconds']:.2f} MVx/s, peak {s['watershed_peak_rss_mib']:.0f} MiB per process, "
                 f"{s['fragments']:,} fragments), agglomerate {s['agglomerate_seconds']:.1f} s ({s['edges']:,} edges; the "
-                f"merge task {s['agglomerate_task_seconds']:.1f} s, peak {s['agglomerate_peak_rss_mib']:.0f} MiB); together "
+                f"merge stages {s['agglomerate_task_seconds']:.1f} s in {s.get('levels', 1)} levels, the top chunk "
+                f"{s.get('top_nodes', 0):,} regions; peak {s['agglomerate_peak_rss_mib']:.0f} MiB); together "
                 f"{mvx / (s['watershed_seconds'] + s['agglomerate_seconds']):.2f} MVx/s")
         print(line)
         if "waterz" in s:
