@@ -52,7 +52,7 @@ from ..geometry import Bbox, format_vec
 from ..plan import Plan, Stage, Task, planner, register
 from ..storage import urls
 from ..storage.blobs import pack, unpack
-from ..storage.kv import open_kv
+from ..storage.kv import open_kv, write_joined
 from ..storage.layer import Layer
 from . import edges
 
@@ -470,14 +470,16 @@ def write_mappings(work: str, out: str, grid: Sequence[int], thresholds: Sequenc
     counts = np.zeros(len(thresholds), np.int64)
     target = open_kv(out)
     for t, threshold in enumerate(thresholds):
-        texts = [b"sv,body\n"]
-        for leaf in leaves:
-            rows = unpack(kv.get(f"rows/{leaf}"))
-            texts.append("".join(f"{s},{b}\n" for s, b in zip(rows["sv"].tolist(), rows["bodies"][:, t].tolist())).encode())
-            if t == 0:
-                record["fragments_in_graph"] += len(rows["sv"])
-            counts[t] += int((rows["bodies"][:, t] == rows["sv"]).sum())
-        target.put(mapping_name(threshold), b"".join(texts))
+        def chunks(t: int = t):
+            yield b"sv,body\n"
+            for leaf in leaves:
+                rows = unpack(kv.get(f"rows/{leaf}"))
+                if t == 0:
+                    record["fragments_in_graph"] += len(rows["sv"])
+                counts[t] += int((rows["bodies"][:, t] == rows["sv"]).sum())
+                yield "".join(f"{s},{b}\n" for s, b in zip(rows["sv"].tolist(), rows["bodies"][:, t].tolist())).encode()
+
+        write_joined(urls.join(out, mapping_name(threshold)), chunks())
     fragments = record["fragments_in_graph"]
     record["thresholds"] = [{"threshold": threshold, "merges": fragments - int(c), "bodies": int(c),
                              "mapping": mapping_name(threshold)} for threshold, c in zip(thresholds, counts)]

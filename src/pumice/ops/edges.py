@@ -36,7 +36,7 @@ from ..geometry import Bbox, choose_block, format_vec
 from ..plan import Plan, Stage, Task, planner, register
 from ..storage import sharding, urls
 from ..storage.blobs import pack, unpack
-from ..storage.kv import open_kv
+from ..storage.kv import open_kv, write_joined
 from ..storage.layer import Layer
 from . import objects
 
@@ -308,23 +308,17 @@ def plan(path: str, *, boundary: str | None = None, affinities: str | None = Non
 
     def finish() -> list[str]:
         kv = open_kv(work_url())
-        where, file_name = csv_target.rstrip("/").rsplit("/", 1)
-        local = urls.local_path(csv_target)
-        total = 0
-        if local is not None:
-            local.parent.mkdir(parents=True, exist_ok=True)
-            partial = local.with_name(local.name + ".partial")
-            with open(partial, "wb") as handle:
-                handle.write(CSV_HEADER.encode())
-                for p in range(1 << bits):
-                    chunk = kv.get(f"csv/{p:05d}") or b""
-                    total += chunk.count(b"\n")
-                    handle.write(chunk)
-            partial.replace(local)
-        else:
-            chunks = [kv.get(f"csv/{p:05d}") or b"" for p in range(1 << bits)]
-            total = sum(c.count(b"\n") for c in chunks)
-            open_kv(where).put(file_name, CSV_HEADER.encode() + b"".join(chunks))
+        counted = [0]
+
+        def chunks():
+            yield CSV_HEADER.encode()
+            for p in range(1 << bits):
+                chunk = kv.get(f"csv/{p:05d}") or b""
+                counted[0] += chunk.count(b"\n")
+                yield chunk
+
+        write_joined(csv_target, chunks())
+        total = counted[0]
         kv.delete_prefix("")
         return [f"merge table: {urls.display(csv_target)} ({total:,} edges)"]
 

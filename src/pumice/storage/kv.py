@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any
+from typing import Any, Iterable
 
 import tensorstore as ts
 
@@ -146,3 +146,20 @@ def _short(e: Exception) -> str:
 def open_kv(url: str, synced: bool = True) -> KV:
     """Cached per process: tasks of one job reopen the same store many times."""
     return KV(url, synced)
+
+
+def write_joined(url: str, chunks: Iterable[bytes]) -> None:
+    """One file at ``url`` made of ``chunks`` in turn: on local disk streamed to ``<name>.partial``
+    and renamed when complete (never a half-written file under the asked name, and never the whole in
+    memory); elsewhere joined and written in one put."""
+    local = urls.local_path(url)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(local.name + ".partial")
+        with open(partial, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+        partial.replace(local)
+        return
+    where, name = url.rstrip("/").rsplit("/", 1)
+    open_kv(where).put(name, b"".join(chunks))
