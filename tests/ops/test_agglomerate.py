@@ -30,6 +30,23 @@ def contacts(labels: np.ndarray, boundary: np.ndarray) -> dict[tuple[int, int], 
     return out
 
 
+def first_faces(labels: np.ndarray) -> dict[tuple[int, int], int]:
+    """Each contact's first face in voxel order: the smallest ((z Y + y) X + x) 3 + axis of its lower voxels."""
+    out: dict[tuple[int, int], int] = {}
+    X, Y, _ = labels.shape
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        u, v = labels[tuple(lo)], labels[tuple(hi)]
+        x, y, z = np.nonzero((u != v) & (u > 0) & (v > 0))
+        keys = ((z * Y + y) * X + x) * 3 + axis
+        for a, b, k in zip(u[x, y, z].tolist(), v[x, y, z].tolist(), keys.tolist()):
+            pair = (min(a, b), max(a, b))
+            out[pair] = min(out.get(pair, k), k)
+    return out
+
+
 def cost(faces: list[float], score: str) -> float:
     """A contact's score from its faces' costs: mean, max, or the qNN quantile to 1/256 (the centre of
     the bin, of 256 over 0..1, that holds the ceil(q n)-th smallest cost)."""
@@ -47,8 +64,9 @@ def brute_force(labels: np.ndarray, boundary: np.ndarray, threshold: float, scor
     faces, repeat. A pair of regions joins the contacts (pairs of original fragments) between them:
     ``mean``, ``max`` and ``qNN`` score all their faces (as ``cost``); ``qNN-lowest`` counts each
     contact once, at its lowest face. Ties: the pair whose smallest contact is larger, then the pair
-    whose largest contact (fragment pair) is smaller."""
+    whose contacts' latest first face comes first in voxel order."""
     base = contacts(labels, boundary)
+    first = first_faces(labels)
     region = {x: x for pair in base for x in pair}
     while True:
         joined: dict[tuple[int, int], list[tuple[int, int]]] = {}
@@ -62,7 +80,8 @@ def brute_force(labels: np.ndarray, boundary: np.ndarray, threshold: float, scor
             scores = {p: cost([min(base[c]) for c in cs], score.split("-")[0]) for p, cs in joined.items()}
         else:
             scores = {p: cost([f for c in cs for f in base[c]], score) for p, cs in joined.items()}
-        pair = min(scores, key=lambda p: (scores[p], -min(len(base[c]) for c in joined[p]), max(joined[p])))
+        pair = min(scores, key=lambda p: (scores[p], -min(len(base[c]) for c in joined[p]),
+                                          max(first[c] for c in joined[p])))
         if scores[pair] > threshold:
             break
         region = {x: pair[0] if r == pair[1] else r for x, r in region.items()}

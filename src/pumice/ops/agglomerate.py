@@ -15,8 +15,8 @@ n faces). ``--score q50-lowest|q75-lowest`` counts each original contact once, a
 cost, and takes the quantile over the contacts joined into an edge: waterz's default score
 (``HistogramQuantileAffinity`` with ``InitWithMax``; on SNEMI3D-mini it measured better than the
 contacts' true median, 1.78 against 1.92 bits on the same fragments). Ties go to the edge whose
-smallest original contact is larger, then to the smaller largest contact (fragment pair): one
-strict order, the same in every run.
+smallest original contact is larger, then to the edge whose contacts' latest first face (in voxel
+order) comes first: one strict order, the same in every run and for any numbering of the fragments.
 
 **In chunks, exactly** (no task holds the whole graph): leaves are the region graph's blocks; a
 level's chunk joins 2 x 2 x 2 chunks of the level below, up to one chunk. Each chunk merges what it
@@ -94,8 +94,7 @@ class Graph:
     total: np.ndarray
     high: np.ndarray
     smallest: np.ndarray  # the contact area of the smallest original contact joined into the edge
-    ident_a: np.ndarray  # the largest original contact joined into the edge, as its pair of fragments
-    ident_b: np.ndarray
+    ident: np.ndarray  # the latest first face of the original contacts joined into the edge (a voxel-order key)
     histograms: np.ndarray | None = None
     members: list[list[int]] | None = None
 
@@ -111,7 +110,9 @@ def merge_regions(g: Graph, score: str, limit: float, frozen: list[bool]) -> tup
     the mean, a quantile or the highest of joined faces or contacts is never lower than the lower
     edge's); ties to the edge whose smallest original contact is larger (a joined edge's smallest
     contact is the smaller of the two: a joined edge never gains by joining, unlike the contact's
-    total size), then to the smaller largest original contact (fragment pair; unique per alive edge). An edge that reaches the top with a frozen end is left to the level above, and freezes its
+    total size), then to the edge whose contacts' latest first face comes earlier in voxel order (a
+    position, not fragment ids, so blocks that number fragments otherwise tie the same way; unique
+    per alive edge). An edge that reaches the top with a frozen end is left to the level above, and freezes its
     other end too: that region's lowest edge is undecided. Returns the merges (keep, gone, score;
     node indices, ``keep`` the smaller, which names the region), each edge's ends now (regions), and
     which edges are alive; ``g``'s edge fields and ``frozen`` are updated in place, and a region's
@@ -122,7 +123,7 @@ def merge_regions(g: Graph, score: str, limit: float, frozen: list[bool]) -> tup
     total_ = [float(x) for x in g.total]
     high = [float(x) for x in g.high]
     smallest = [float(x) for x in g.smallest]
-    ident = list(zip(g.ident_a.tolist(), g.ident_b.tolist()))
+    ident = g.ident.tolist()
     histograms, members = g.histograms, g.members
     ends = [[x, y] for x, y in zip(u, v)]
     alive = [True] * len(u)
@@ -198,8 +199,7 @@ def merge_regions(g: Graph, score: str, limit: float, frozen: list[bool]) -> tup
     g.total[:] = total_
     g.high[:] = high
     g.smallest[:] = smallest
-    g.ident_a[:] = [i[0] for i in ident]
-    g.ident_b[:] = [i[1] for i in ident]
+    g.ident[:] = ident
     return merges, ends, alive
 
 
@@ -231,7 +231,8 @@ def leaf_graph(fragments: Layer, scores: Layer | None, kind: str, invert: bool, 
     values = None
     if scores is not None:
         values = edges.score_values(scores, Bbox(box.minpt, read.maxpt), kind, invert, fill_missing)
-    rows, histograms = edges.face_rows(own, values, kind, box.shape, (0, 0, 0), own.shape)
+    rows, histograms = edges.face_rows(own, values, kind, box.shape, [a - r for a, r in zip(box.minpt, region.minpt)],
+                                       region.shape)
     nodes = np.unique(np.concatenate([rows["a"], rows["b"]]))
     lo = np.tile(np.asarray(index, np.int64), (len(nodes), 1))
     hi = lo.copy()
@@ -249,7 +250,7 @@ def leaf_graph(fragments: Layer, scores: Layer | None, kind: str, invert: bool, 
     area = rows["faces"].astype(np.float64)
     graph = Graph(nodes, lo, hi, np.full(len(nodes), flat, np.int64), u.astype(np.int64), v.astype(np.int64),
                   area, rows["total"].astype(np.float64), rows["high"].astype(np.float64), area.copy(),
-                  rows["a"].astype(np.uint64), rows["b"].astype(np.uint64))
+                  rows["first"].astype(np.int64))
     if score.startswith("q"):
         # The histogram rows are sorted by (a, b, bin) as the edge rows by (a, b), and every edge has
         # faces: the k-th run of equal (a, b) is edge k.
@@ -282,7 +283,7 @@ def pack_graph(g: Graph, alive: list[int]) -> bytes:
     e = np.asarray(alive, np.int64)
     arrays = {"nodes": g.nodes, "lo": g.lo, "hi": g.hi, "home": g.home, "a": g.nodes[g.u[e]], "b": g.nodes[g.v[e]],
               "area": g.area[e], "total": g.total[e], "high": g.high[e], "smallest": g.smallest[e],
-              "ident_a": g.ident_a[e], "ident_b": g.ident_b[e]}
+              "ident": g.ident[e]}
     if g.histograms is not None:
         rows, bins = np.nonzero(g.histograms[e])
         arrays.update(hist_edge=rows, hist_bin=bins, hist_count=g.histograms[e][rows, bins])
@@ -318,10 +319,10 @@ def join_graphs(blobs: Sequence[dict[str, np.ndarray]], score: str) -> Graph:
     pieces = np.bincount(group, minlength=count)
     smallest = np.zeros(count)
     np.add.at(smallest, group, np.where(pieces[group] > 1, cat["area"], cat["smallest"]))
-    ident_a, ident_b = np.zeros(count, np.uint64), np.zeros(count, np.uint64)
-    ident_a[group], ident_b[group] = cat["ident_a"], cat["ident_b"]  # pieces: all the same pair
+    ident = np.full(count, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(ident, group, cat["ident"])  # pieces: the contact's first face is the first of theirs
     g = Graph(nodes, lo, hi, home, np.searchsorted(nodes, pair_a).astype(np.int64),
-              np.searchsorted(nodes, pair_b).astype(np.int64), area, total, high, smallest, ident_a, ident_b)
+              np.searchsorted(nodes, pair_b).astype(np.int64), area, total, high, smallest, ident)
     if "hist_edge" in cat:
         offsets = np.cumsum([0] + [len(b["a"]) for b in blobs[:-1]])
         rows = np.concatenate([b["hist_edge"] + o for b, o in zip(blobs, offsets)])
@@ -401,7 +402,7 @@ class AgglomerateLevelTask(Task):
         if self.level < self.top:
             kept = np.asarray(up, np.int64)
             sub = Graph(g.nodes[kept], g.lo[kept], g.hi[kept], g.home[kept], np.searchsorted(kept, g.u),
-                        np.searchsorted(kept, g.v), g.area, g.total, g.high, g.smallest, g.ident_a, g.ident_b,
+                        np.searchsorted(kept, g.v), g.area, g.total, g.high, g.smallest, g.ident,
                         g.histograms, g.members)
             items.append((f"up/{name}", pack_graph(sub, keep)))
         kv.put_many(items)
