@@ -343,6 +343,11 @@ def chunk_name(level: int, chunk: Sequence[int]) -> str:
     return f"{level}/{'_'.join(str(int(c)) for c in chunk)}"
 
 
+def leaf_number(grid: Sequence[int], leaf: Sequence[int]) -> int:
+    """A leaf's place in x-fastest order: fragments held by several leaves are home to the first."""
+    return int((leaf[2] * grid[1] + leaf[1]) * grid[0] + leaf[0])
+
+
 def level_grid(grid: Sequence[int], level: int) -> tuple[int, ...]:
     return tuple(-(-int(g) // (1 << level)) for g in grid)
 
@@ -379,9 +384,9 @@ class AgglomerateLevelTask(Task):
             region = Bbox.from_list(self.region)
             minpt = [r + c * b for r, c, b in zip(region.minpt, self.chunk, self.block)]
             box = Bbox(minpt, [min(m + b, r) for m, b, r in zip(minpt, self.block, region.maxpt)])
-            flat = (self.chunk[2] * self.grid[1] + self.chunk[1]) * self.grid[0] + self.chunk[0]
             g = leaf_graph(Layer.open(self.fragments), Layer.open(self.scores) if self.scores else None, self.kind,
-                           self.invert, self.fill_missing, box, region, self.chunk, flat, self.score)
+                           self.invert, self.fill_missing, box, region, self.chunk, leaf_number(self.grid, self.chunk),
+                           self.score)
         else:
             names = [f"up/{chunk_name(self.level - 1, c)}" for c in children(self.grid, self.level, self.chunk)]
             g = join_graphs([unpack(b) for b in kv.get_many(names)], self.score)
@@ -456,8 +461,7 @@ class BodiesTask(Task):
                 items.append((f"down/{child_name}", pack(nodes=ids, home=home[at], bodies=bodies[at])))
             kv.put_many(items)
             return {"nodes": n}
-        flat = (self.chunk[2] * self.grid[1] + self.chunk[1]) * self.grid[0] + self.chunk[0]
-        mine = home == flat
+        mine = home == leaf_number(self.grid, self.chunk)
         kv.put(f"rows/{name}", pack(sv=nodes[mine], bodies=bodies[mine]))
         return {"fragments": int(mine.sum())}
 
