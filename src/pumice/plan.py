@@ -143,6 +143,10 @@ class Plan:
     provenance: str | None = None  # the name of the destination's provenance entry; None: no entry
     sources: list[str] = field(default_factory=list)  # layers or files the provenance lists as sources
     prepare: Callable[[], Any] | None = None  # once, before the first task; may return a list of notes
+    # After ``finish`` has written every output and the ledger says so: removes the job's work files.
+    # Apart from ``finish``, so that a run stopped while cleaning up, or a complete job run again, never
+    # runs ``finish`` over work files that are partly or wholly gone (it would write outputs from them).
+    cleanup: Callable[[], Any] | None = None
     # Side inputs (storage.inputs): planner argument -> the staged URL that the recipe records in place
     # of the user's path, so a worker elsewhere rebuilds the plan from bytes it can read.
     inputs: dict[str, str] = field(default_factory=dict)

@@ -46,3 +46,18 @@ def test_killed_midway_a_rerun_finishes_the_job_with_identical_bytes(name, tmp_p
     assert ledger.state()["status"] == "complete"
     files = getattr(case.setup, "files", _files)  # a case may say what its output is (tests/framework.py)
     assert files(out) == files(reference)
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if c.slow else []) for n, c in sorted(CASES.items())])
+def test_a_complete_job_run_again_keeps_its_output(name, tmp_path, cli, processes):
+    """The same command again once the job is complete: every task is done and the work files are
+    gone, so the finish must not run over them again (edges wrote a merge table of no edges from the
+    missing parts, ccl an empty --mapping-out, evaluate failed); the outputs stay byte for byte."""
+    case = CASES[name]
+    command, out = case.setup(cli, tmp_path / "out")
+    processes.run(*command, *RUN)
+    files = getattr(case.setup, "files", _files)
+    before = files(out)
+    summary = json.loads(processes.run(*command, *RUN, "--json").strip().splitlines()[-1])
+    assert summary["ran"] == 0
+    assert files(out) == before

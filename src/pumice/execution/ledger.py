@@ -49,6 +49,8 @@ class Ledger:
                 "status": "running",
                 "started": previous.get("started", _now()),
                 "updated": _now(),
+                # a finish that wrote the outputs stays done (finish_plan): a rerun only cleans up
+                **{k: previous[k] for k in ("outputs_written", "finish_notes") if k in previous},
                 **fields,
             },
         )

@@ -184,11 +184,23 @@ def prepare_plan(plan: Plan) -> list[str]:
 
 def finish_plan(plan: Plan) -> list[str]:
     """After the last stage, on every runner: the plan's own finish step, then its provenance entry
-    with every parameter (but the info, which is the layer's own file). Returns notes for the user."""
-    notes = list(plan.finish() or []) if plan.finish is not None else []
-    if plan.provenance:
-        params = {k: v for k, v in plan.params.items() if k != "info"} | ({"sources": plan.sources} if plan.sources else {})
-        notes += provenance.record(plan.destination, plan.provenance, params, plan.job_id, sources=plan.sources)
+    with every parameter (but the info, which is the layer's own file), recorded in the ledger as
+    written; then the plan's cleanup. A job whose finish wrote its outputs before (a complete job run
+    again, or a run stopped while cleaning up) only cleans up: its work files may be gone. Returns
+    notes for the user."""
+    ledger = Ledger(plan.destination, plan.job_id) if plan.resumable else None
+    state = (ledger.state() or {}) if ledger is not None else {}
+    if state.get("outputs_written"):
+        notes = list(state.get("finish_notes") or [])
+    else:
+        notes = list(plan.finish() or []) if plan.finish is not None else []
+        if plan.provenance:
+            params = {k: v for k, v in plan.params.items() if k != "info"} | ({"sources": plan.sources} if plan.sources else {})
+            notes += provenance.record(plan.destination, plan.provenance, params, plan.job_id, sources=plan.sources)
+        if ledger is not None:
+            ledger.update(outputs_written=True, finish_notes=notes)
+    if plan.cleanup is not None:
+        plan.cleanup()
     return notes
 
 

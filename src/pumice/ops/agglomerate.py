@@ -545,7 +545,6 @@ def plan(fragments: str, *, out: str, boundary: str | None = None, affinities: s
     def finish() -> list[str]:
         said = graph.finish() or []
         record = write_mappings(work(), out_url, grid, sorted(thresholds), score)
-        open_kv(work()).delete_prefix("")
         return said + [f"threshold {t['threshold']:g}: {t['bodies']:,} bodies after {t['merges']:,} merges "
                        f"({urls.display(urls.join(out_url, t['mapping']))})" for t in record["thresholds"]]
 
@@ -554,5 +553,9 @@ def plan(fragments: str, *, out: str, boundary: str | None = None, affinities: s
         return (f"{int(totals.get('merge', {}).get('edges', 0)):,} edges in the region graph; "
                 f"{handed:,} regions handed up a level")
 
-    result.finish, result.outcome = finish, outcome
+    def cleanup() -> None:
+        graph.cleanup()
+        open_kv(work()).delete_prefix("")
+
+    result.finish, result.outcome, result.cleanup = finish, outcome, cleanup
     return result, notes

@@ -926,7 +926,6 @@ def plan(src: str, dest: str, *, depth: int = 2, model: str = "rigid", match_sca
         # Only what the input determines (no paths, no times): the same sections give the same bytes.
         out.put("align/transforms.json", json.dumps(solved, indent=1).encode())
         report = write_report(out, solved, pair_results, quality)
-        kv.delete_prefix("")
         notes = [f"transforms: {urls.display(urls.join(dest_url, 'align/transforms.json'))} (model {solved['model']})"]
         if report["bad_sections"]:
             notes.append("bad sections (" + solved["bad_sections_handling"] + "): " +
@@ -942,6 +941,7 @@ def plan(src: str, dest: str, *, depth: int = 2, model: str = "rigid", match_sca
                 f"rejected, {int(solved.get('bad_sections', 0))} bad section(s)")
 
     result.finish, result.outcome = finish, outcome
+    result.cleanup = lambda: open_kv(work()).delete_prefix("")
     return result, []
 
 
@@ -986,13 +986,13 @@ def plan_report(src: str, dest: str, *, transforms: str | None = None, match_sca
         previous = out.get("align/report.json")
         pairs = json.loads(previous).get("pairs", {}) if previous else {}
         report = write_report(out, read_transforms(staged.url), pairs, quality)
-        kv.delete_prefix("")
         mean = report["ncc"]
         return [f"report: {urls.display(urls.join(dest_url, 'align/report.json'))}; adjacent sections' mean correlation "
                 f"{mean['mean_before']:.3f} before, " + (f"{mean['mean_after']:.3f} after" if mean["mean_after"] is not None
                                                           else "none after (no two aligned neighbours)")]
 
     result.prepare, result.finish = prepare, finish
+    result.cleanup = lambda: open_kv(work()).delete_prefix("")
     return result, []
 
 

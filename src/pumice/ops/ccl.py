@@ -790,7 +790,6 @@ def plan(src: str, dest: str, *, connectivity: int = 26, threshold_gte: float | 
         out: list[str] = []
         if mapping_out is not None:
             out.append(write_mapping(kv, mapping_out))
-        kv.delete_prefix("")
         return out
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
@@ -803,6 +802,7 @@ def plan(src: str, dest: str, *, connectivity: int = 26, threshold_gte: float | 
         return text + f" from {pieces_:,} block piece(s); labels settled in {used} round(s)"
 
     result.prepare, result.finish, result.outcome = prepare, finish, outcome
+    result.cleanup = lambda: open_kv(work()).delete_prefix("")
     return result, notes
 
 

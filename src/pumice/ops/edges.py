@@ -313,20 +313,19 @@ def plan(path: str, *, boundary: str | None = None, affinities: str | None = Non
         def chunks():
             yield CSV_HEADER.encode()
             for p in range(1 << bits):
-                chunk = kv.get(f"csv/{p:05d}") or b""
+                chunk = kv.get(f"csv/{p:05d}")
                 counted[0] += chunk.count(b"\n")
                 yield chunk
 
         write_joined(csv_target, chunks())
-        total = counted[0]
-        kv.delete_prefix("")
-        return [f"merge table: {urls.display(csv_target)} ({total:,} edges)"]
+        return [f"merge table: {urls.display(csv_target)} ({counted[0]:,} edges)"]
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
         merged = totals.get("merge", {})
         return f"{int(merged.get('edges', 0)):,} edges over {int(merged.get('faces', 0)):,} faces"
 
     result.prepare, result.finish, result.outcome = prepare, finish, outcome
+    result.cleanup = lambda: open_kv(work_url()).delete_prefix("")
     return result, []
 
 

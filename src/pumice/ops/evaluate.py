@@ -280,7 +280,6 @@ def plan(seg: str, *, truth: str, mask: str | None = None, keep_truth_zero: bool
         record = {"mask": mask_layer is not None, "mip": mip,
                   "truth_zero": "compared" if keep_truth_zero else "left out", "log_base": 2, **scores(totals)}
         open_kv(url).put_json(results_key(name), record)
-        kv.delete_prefix("")
         return []
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
@@ -288,6 +287,7 @@ def plan(seg: str, *, truth: str, mask: str | None = None, keep_truth_zero: bool
         return text(record) if record else "no evaluation written"
 
     result.finish, result.outcome = finish, outcome
+    result.cleanup = lambda: open_kv(work()).delete_prefix("")
     result.result = lambda: read_result(url, name)
     return result, []
 

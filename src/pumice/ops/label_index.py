@@ -267,7 +267,9 @@ def plan(path: str, *, mapping: str | None = None, db: str | None = None, fill_m
             mapped = svs[bodies != svs]
             parts = part_of(bodies[bodies != svs], bits)
             open_kv(work_url()).put_many([(f"mapped/{int(p)}", pack(sv=mapped[parts == p])) for p in range(1 << bits)])
-        open_db(db_url).set_meta("index", None)  # incomplete until finish
+        index = open_db(db_url)
+        if (index.meta("index") or {}).get("job") != result.job_id:  # this job's finish done: a rerun keeps it
+            index.set_meta("index", None)  # incomplete until finish
 
     def finish() -> list[str]:
         kv = open_kv(work_url())
@@ -283,7 +285,6 @@ def plan(path: str, *, mapping: str | None = None, db: str | None = None, fill_m
         index = open_db(db_url)
         index.drop_partitions_from(1 << bits)
         index.set_meta("index", record)
-        kv.delete_prefix("")
         return unknown_note(record)
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
@@ -292,6 +293,7 @@ def plan(path: str, *, mapping: str | None = None, db: str | None = None, fill_m
                 f"rows in {_db_param(db_url)}")
 
     result.prepare, result.finish, result.outcome = prepare, finish, outcome
+    result.cleanup = lambda: open_kv(work_url()).delete_prefix("")
     return result, []
 
 

@@ -415,7 +415,6 @@ def plan(
 
     def finish() -> list[str]:
         messages = objects.missing_ids_warning(kv, mesh_dir, ids, f"are not in mip {mip} of the layer (or are dust)")
-        kv.delete_prefix(work() + "/")
         return messages
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
@@ -432,6 +431,7 @@ def plan(
         return text
 
     result.finish = finish
+    result.cleanup = lambda: kv.delete_prefix(work() + "/")
     result.outcome = outcome
     return result, notes
 

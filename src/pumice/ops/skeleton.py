@@ -280,7 +280,6 @@ def plan(
     def finish() -> list[str]:
         messages = objects.missing_ids_warning(kv, skeleton_dir, ids,
                                                f"have no skeleton (not in mip {mip}, dust, or less cable than --min-cable)")
-        kv.delete_prefix(work() + "/")
         return messages
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
@@ -294,6 +293,7 @@ def plan(
         return text
 
     result.finish = finish
+    result.cleanup = lambda: kv.delete_prefix(work() + "/")
     result.outcome = outcome
     return result, notes
 

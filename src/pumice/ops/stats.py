@@ -304,7 +304,6 @@ def plan(path: str, *, mip: int = 0, fill_missing: bool = False, shape: Sequence
             if total > properties:
                 notes.append(f"segment properties list the {properties:,} largest of {total:,} objects "
                              f"(--properties to change); the Parquet table has them all")
-        kv.delete_prefix(work() + "/")
         return notes
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
@@ -312,6 +311,7 @@ def plan(path: str, *, mip: int = 0, fill_missing: bool = False, shape: Sequence
         return f"{int(merged.get('objects', 0)):,} object(s), {int(merged.get('voxels_counted', 0)):,} labelled voxel(s)"
 
     result.prepare, result.finish, result.outcome = prepare, finish, outcome
+    result.cleanup = lambda: open_kv(url).delete_prefix(work() + "/")
     return result, []
 
 

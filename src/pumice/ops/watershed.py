@@ -407,7 +407,6 @@ def plan(src: str, dest: str, *, input_kind: str | None = None, invert: bool = F
         Layer.create(dest, info)
 
     def finish() -> list[str]:
-        open_kv(work()).delete_prefix("")
         return []
 
     def outcome(totals: dict[str, dict[str, float]]) -> str:
@@ -416,4 +415,5 @@ def plan(src: str, dest: str, *, input_kind: str | None = None, invert: bool = F
                 f"block fragment(s), {int(totals.get('stitch', {}).get('merges', 0)):,} joined across block faces")
 
     result.prepare, result.finish, result.outcome = prepare, finish, outcome
+    result.cleanup = lambda: open_kv(work()).delete_prefix("")
     return result, notes
