@@ -166,8 +166,12 @@ def test_mapping_out_feeds_remap(cli, tmp_path, name):
     data = blobs(11)
     data[data == 2] = 2**60 + 7  # ids beyond float64's integers travel exactly
     src = segmentation(cli, tmp_path / "seg", data)
-    run_json(cli, "ccl", src, tmp_path / "cc", "--mapping-out", tmp_path / name, "--shape", "16,16,16",
-             "--memory", "300KB", "--no-progress")
+    command = ["ccl", src, tmp_path / "cc", "--mapping-out", tmp_path / name, "--shape", "16,16,16", "--memory", "300KB",
+               "--no-progress"]
+    run_json(cli, *command)
+    written = (tmp_path / name).read_bytes()
+    assert run_json(cli, *command)["ran"] == 0  # the job again: its mapping stays (it was rewritten empty)
+    assert (tmp_path / name).read_bytes() == written
     run_json(cli, "remap", tmp_path / "cc", tmp_path / "back", "--mapping", tmp_path / name, "--no-progress")
     back, _ = read_tensorstore(tmp_path / "back")
     np.testing.assert_array_equal(back[..., 0], data)
