@@ -254,10 +254,9 @@ def leaf_graph(fragments: Layer, scores: Layer | None, kind: str, invert: bool, 
     if score.startswith("q"):
         # The histogram rows are sorted by (a, b, bin) as the edge rows by (a, b), and every edge has
         # faces: the k-th run of equal (a, b) is edge k.
-        ha, hb = histograms["a"], histograms["b"]
-        edge = np.cumsum(np.r_[True, (ha[1:] != ha[:-1]) | (hb[1:] != hb[:-1])]) - 1 if len(ha) else np.zeros(0, np.int64)
-        if score.endswith("-lowest"):
-            first = np.r_[True, edge[1:] != edge[:-1]] if len(edge) else np.zeros(0, bool)
+        first = edges.run_starts(histograms["a"], histograms["b"])
+        edge = np.cumsum(first) - 1
+        if score.endswith("-lowest"):  # each edge's first histogram row is its lowest bin
             graph.members = [[b] for b in histograms["bin"][first].tolist()]
         else:
             graph.histograms = np.zeros((len(u), edges.BINS), np.uint32)
@@ -272,10 +271,11 @@ def group_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     if not len(a):
         return a, b, np.zeros(0, np.int64)
     order = np.lexsort((b, a))
-    new = np.r_[True, (a[order][1:] != a[order][:-1]) | (b[order][1:] != b[order][:-1])]
+    a, b = a[order], b[order]
+    new = edges.run_starts(a, b)
     group = np.empty(len(a), np.int64)
     group[order] = np.cumsum(new) - 1
-    return a[order][new], b[order][new], group
+    return a[new], b[new], group
 
 
 def pack_graph(g: Graph, alive: list[int]) -> bytes:
@@ -294,15 +294,14 @@ def pack_graph(g: Graph, alive: list[int]) -> bytes:
     return pack(**arrays)
 
 
-def join_graphs(blobs: Sequence[dict[str, np.ndarray]], score: str) -> Graph:
+def join_graphs(blobs: Sequence[dict[str, np.ndarray]]) -> Graph:
     """The children's graphs as one: a node several children hold (a fragment on their common face)
     once, with the union of its reaches and the smallest home; the pieces of one contact that
     several children hold (the faces of two fragments on both sides of their common face) summed.
     Such pieces join two unmerged fragments (no child merges a region that reaches beyond it), so
     each is one original contact: for ``qNN-lowest`` it stays one member, at its lowest bin."""
-    cat = {k: np.concatenate([b[k] for b in blobs]) for k in blobs[0]} if blobs else {}
-    ids = cat["nodes"]
-    nodes, inverse = np.unique(ids, return_inverse=True)
+    cat = {k: np.concatenate([b[k] for b in blobs]) for k in blobs[0]}  # every chunk has a child
+    nodes, inverse = np.unique(cat["nodes"], return_inverse=True)
     lo = np.full((len(nodes), 3), np.iinfo(np.int64).max, np.int64)
     hi = np.full((len(nodes), 3), np.iinfo(np.int64).min, np.int64)
     home = np.full(len(nodes), np.iinfo(np.int64).max, np.int64)
@@ -389,7 +388,7 @@ class AgglomerateLevelTask(Task):
                            self.score)
         else:
             names = [f"up/{chunk_name(self.level - 1, c)}" for c in children(self.grid, self.level, self.chunk)]
-            g = join_graphs([unpack(b) for b in kv.get_many(names)], self.score)
+            g = join_graphs([unpack(b) for b in kv.get_many(names)])
         span = 1 << self.level
         first = np.asarray(self.chunk, np.int64) * span
         frozen = ((g.lo < first) | (g.hi >= first + span)).any(axis=1).tolist()
@@ -437,8 +436,11 @@ class BodiesTask(Task):
         home = state["home"].copy()
         above = unpack(kv.get(f"down/{name}")) if self.level < self.top else None
         if above is not None:
+            where = np.full(n, -1, np.int64)  # each node's region's row in the level above's answer, or -1
             handed = np.searchsorted(nodes, above["nodes"])
             home[handed] = above["home"]
+            where[handed] = np.arange(len(handed))
+            where = where[region]
         for t, threshold in enumerate(self.thresholds):
             mask = score <= threshold
             at = components(n, keep[mask], gone[mask])  # the merges of this chunk up to the threshold
@@ -446,9 +448,6 @@ class BodiesTask(Task):
             if above is not None:
                 # A node whose region was handed up takes the level above's body when, at this
                 # threshold, it is joined to its region's name (the region's merges here are done).
-                lookup = np.full(n, -1, np.int64)
-                lookup[handed] = np.arange(len(handed))
-                where = lookup[region]
                 joined = (where >= 0) & (at == at[region])
                 body[joined] = above["bodies"][where[joined], t]
             bodies[:, t] = body

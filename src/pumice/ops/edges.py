@@ -89,6 +89,14 @@ def face_rows(labels: np.ndarray, values: np.ndarray | None, kind: str, own: Seq
     return reduce_pairs(**faces), reduce_histograms(faces["a"], faces["b"], bins, np.ones(len(bins), np.int64))
 
 
+def run_starts(*columns: np.ndarray) -> np.ndarray:
+    """For rows sorted by ``columns``: True where a row differs from the one before in any column
+    (the first of each run of equal rows)."""
+    if not len(columns[0]):
+        return np.zeros(0, bool)
+    return np.r_[True, np.logical_or.reduce([c[1:] != c[:-1] for c in columns])]
+
+
 def empty_histograms() -> dict[str, np.ndarray]:
     return {"a": np.zeros(0, np.uint64), "b": np.zeros(0, np.uint64), "bin": np.zeros(0, np.int64),
             "count": np.zeros(0, np.int64)}
@@ -100,7 +108,7 @@ def reduce_histograms(a: np.ndarray, b: np.ndarray, bin: np.ndarray, count: np.n
         return empty_histograms()
     order = np.lexsort((bin, b, a))
     a, b, bin, count = a[order], b[order], bin[order], count[order]
-    starts = np.flatnonzero(np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1]) | (bin[1:] != bin[:-1])])
+    starts = np.flatnonzero(run_starts(a, b, bin))
     return {"a": a[starts], "b": b[starts], "bin": bin[starts], "count": np.add.reduceat(count, starts)}
 
 
@@ -117,7 +125,7 @@ def reduce_pairs(a: np.ndarray, b: np.ndarray, faces: np.ndarray, total: np.ndar
         return empty_rows()
     order = np.lexsort((first, b, a))
     a, b, faces, total, high, first, a_low = (x[order] for x in (a, b, faces, total, high, first, a_low))
-    starts = np.flatnonzero(np.r_[True, (a[1:] != a[:-1]) | (b[1:] != b[:-1])])
+    starts = np.flatnonzero(run_starts(a, b))
     return {"a": a[starts], "b": b[starts], "faces": np.add.reduceat(faces, starts),
             "total": np.add.reduceat(total, starts), "high": np.maximum.reduceat(high, starts), "first": first[starts],
             "a_low": a_low[starts]}
@@ -220,8 +228,7 @@ class EdgesMergeTask(Task):
             hist = reduce_histograms(*(np.concatenate([h[k] for h in blobs]) for k in ("a", "b", "bin", "count"))) \
                 if blobs else empty_histograms()
             # Sorted like the rows, and every contact has faces: the row of each (a, b, bin) counts up.
-            new = np.r_[True, (hist["a"][1:] != hist["a"][:-1]) | (hist["b"][1:] != hist["b"][:-1])] if len(hist["a"]) \
-                else np.zeros(0, bool)
+            new = run_starts(hist["a"], hist["b"])
             offsets = np.r_[np.flatnonzero(new), len(new)].astype(np.int32)
             columns["cost_bins"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(hist["bin"].astype(np.uint8)))
             columns["cost_counts"] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(hist["count"].astype(np.uint32)))

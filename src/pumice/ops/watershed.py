@@ -406,14 +406,11 @@ def plan(src: str, dest: str, *, input_kind: str | None = None, invert: bool = F
     def prepare() -> None:
         Layer.create(dest, info)
 
-    def finish() -> list[str]:
-        return []
-
     def outcome(totals: dict[str, dict[str, float]]) -> str:
         heads = totals.get("heads", {})
         return (f"{int(heads.get('components', 0)):,} fragment(s) from {int(totals.get('fragments', {}).get('fragments', 0)):,} "
                 f"block fragment(s), {int(totals.get('stitch', {}).get('merges', 0)):,} joined across block faces")
 
-    result.prepare, result.finish, result.outcome = prepare, finish, outcome
+    result.prepare, result.outcome = prepare, outcome
     result.cleanup = lambda: open_kv(work()).delete_prefix("")
     return result, notes
