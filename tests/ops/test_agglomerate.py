@@ -129,7 +129,7 @@ def test_levels_of_chunks_give_the_bodies_of_one_block(cli, tmp_path, score):
     task, on a map of 256 grey levels (ties are many): the same bodies at every threshold. (Breaking
     ties by the joined contact's size, which grows as edges join, failed here for q50-lowest at 0.1.)"""
     _, boundary = objects_and_boundary(seed=1, shape=(64, 64, 32), count=20, noise=0.15, texture=0.4)
-    src = ingest_array(cli, tmp_path / "boundary", boundary, *RES)
+    src = ingest_array(cli, tmp_path / "boundary", boundary, *RES, "--offset", "13,-7,5")  # leaves off the origin
     run_json(cli, "watershed", src, tmp_path / "ws", "--shape", "32,32,16", "--no-progress")
     fragments = read_tensorstore(tmp_path / "ws")[0][..., 0]
     thresholds = "0.1,0.2,0.35,0.5,0.7"
